@@ -1,0 +1,105 @@
+"""The registry: which (algorithm, backend) pairs exist, and why a cell cannot run.
+
+A literal table maps ``(algorithm, backend)`` to ``"module:make"``; modules are imported
+only when asked for, so a machine without JAX can still run the torch backend.
+
+    make = implementations.get("emsa", "torch")
+    trainer = make(problem, EMSA(rho=1.0), dtype="float32", device="cpu", seed=0)
+
+``make(problem, hp, *, dtype, device, seed) -> spec.Trainer``. ``seed`` feeds only the
+algorithm's own randomness (binary/ternary MSA's initial M̄, stochastic BinaryConnect),
+drawn from NumPy so that every backend draws the same numbers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Callable
+
+from implementations import spec
+
+ALGORITHMS = ("sgd", "adagrad", "adam", "msa", "emsa", "dmsa", "ste")
+BACKENDS = ("reference", "torch")
+
+_ALGORITHM_FILES = {
+    "sgd": "sgd",
+    "adagrad": "adagrad",
+    "adam": "adam",
+    "msa": "msa",
+    "emsa": "emsa",
+    "dmsa": "dmsa",
+    "ste": "ste",
+}
+
+#: (algorithm, backend) -> "module:make"
+REGISTRY: dict[tuple[str, str], str] = {
+    (alg, backend): f"implementations.{backend}.{module}:make"
+    for backend in BACKENDS
+    for alg, module in _ALGORITHM_FILES.items()
+}
+
+#: packages a backend imports; a missing one makes its cells ``skipped``.
+_BACKEND_PACKAGES = {"reference": ("jax",), "torch": ("torch",)}
+
+#: which problem weights each algorithm trains.
+_WEIGHTS = {"sgd": "real", "adagrad": "real", "adam": "real", "msa": "real", "emsa": "real"}
+
+
+def _check_names(algorithm: str, backend: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise KeyError(f"unknown algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+    if backend not in BACKENDS:
+        raise KeyError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+
+
+def get(algorithm: str, backend: str) -> Callable[..., spec.Trainer]:
+    """The ``make`` of an (algorithm, backend) pair, imported now."""
+    _check_names(algorithm, backend)
+    module, name = REGISTRY[(algorithm, backend)].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def available() -> list[tuple[str, str]]:
+    """The registered pairs whose backend's packages are installed."""
+    return [pair for pair in REGISTRY if not _missing_packages(pair[1])]
+
+
+def _missing_packages(backend: str) -> list[str]:
+    return [p for p in _BACKEND_PACKAGES[backend] if importlib.util.find_spec(p) is None]
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> list[str]:
+    """Reasons the cell (hyperparameters ``hp`` or an algorithm id, on ``backend``,
+    ``problem``, ``device``) cannot run here; empty when it can."""
+    algorithm = hp if isinstance(hp, str) else spec.algorithm_id(hp)
+    _check_names(algorithm, backend)
+    reasons = [f"package {p!r} is not installed" for p in _missing_packages(backend)]
+    if device == "cuda":
+        if backend == "reference":
+            reasons.append("the reference backend runs on the CPU only")
+        elif not _cuda_available():
+            reasons.append("needs a CUDA device, and none is visible")
+    if problem is not None:
+        wanted = _weights_trained(algorithm, hp)
+        if wanted is not None and problem.weights != wanted:
+            reasons.append(f"{algorithm} trains {wanted} weights; problem {problem.name!r} has {problem.weights} weights")
+    return reasons
+
+
+def _weights_trained(algorithm: str, hp: Any) -> str | None:
+    if algorithm in _WEIGHTS:
+        return _WEIGHTS[algorithm]
+    if isinstance(hp, spec.DMSA):
+        return {2: "binary", 3: "ternary"}.get(hp.levels, f"{hp.levels}-level")
+    if isinstance(hp, spec.STE):
+        return {"bc": "binary", "twn": "ternary"}.get(hp.kind, f"kind={hp.kind}")
+    return None  # an algorithm id alone: the levels/kind are not known yet

@@ -1,0 +1,66 @@
+"""What every reference trainer shares: host/device moves, BN running statistics, eval."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from implementations import spec
+from implementations.reference import pmp
+
+
+def check_dtype(dtype: str) -> None:
+    """The oracle is float64 only: a float32 oracle would hide the errors it must expose."""
+    if dtype != "float64":
+        raise ValueError(f"the reference backend runs in float64 only, not {dtype}")
+
+
+def put(batch):
+    x, y = batch
+    y = jnp.asarray(y) if np.issubdtype(np.asarray(y).dtype, np.integer) else jnp.asarray(y, jnp.float64)
+    return jnp.asarray(x, jnp.float64), y
+
+
+def to_jax(params):
+    return [jnp.asarray(p, jnp.float64) for p in params]
+
+
+def flat(per_layer_params) -> list:
+    return [v for theta in per_layer_params for v in theta]
+
+
+def init_running(layers) -> dict:
+    """BN running statistics: mean 0, variance 1, keyed by layer index."""
+    return {
+        t: (jnp.zeros(layer.features), jnp.ones(layer.features))
+        for t, layer in enumerate(layers)
+        if isinstance(layer, spec.BatchNorm)
+    }
+
+
+def update_running(layers, running: dict, xs) -> dict:
+    """``r ← (1 - m) r + m · stat`` from the stored states (BN inputs), unbiased variance."""
+    out = {}
+    for t, (mean_r, var_r) in running.items():
+        x, m = xs[t], layers[t].momentum
+        mean, var = pmp.batch_stats(x)
+        n = x.size // x.shape[1]
+        out[t] = ((1 - m) * mean_r + m * mean, (1 - m) * var_r + m * var * n / (n - 1))
+    return out
+
+
+def predict(layers, params, running: dict, x) -> np.ndarray:
+    """Eval-mode forward: BN uses its running statistics."""
+    h = jnp.asarray(x, jnp.float64)
+    for t, (layer, theta) in enumerate(zip(layers, params)):
+        h = pmp.apply(layer, theta, h, stats=running.get(t))
+    return np.asarray(h)
+
+
+def sync(state) -> None:
+    jax.block_until_ready(state)
+
+
+def to_numpy(per_layer_params) -> list[np.ndarray]:
+    return [np.asarray(v) for v in flat(per_layer_params)]

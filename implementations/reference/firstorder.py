@@ -1,0 +1,43 @@
+"""Shared body of the full-precision baselines: the gradient of J, then an update rule."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from implementations import spec
+from implementations.reference import common, pmp
+
+
+def make_first_order(problem, reg: float, init_opt, update, dtype: str) -> spec.Trainer:
+    """``update(params_flat, grads_flat, opt, k) -> (params_flat, opt)`` with ``grads`` the
+    gradient of ``J = (1/S) Σ Φ + Σ reg·½‖θ‖²`` on the batch."""
+    common.check_dtype(dtype)
+    layers = problem.layers
+
+    def loss_of(flat_params, x, y):
+        return pmp.objective(layers, pmp.per_layer(layers, flat_params), x, y, problem.loss, reg)
+
+    def init(params):
+        flat = common.to_jax(params)
+        return {"params": flat, "running": common.init_running(layers), "opt": init_opt(flat), "k": 0}
+
+    def step(state, batch):
+        x, y = batch
+        per_layer = pmp.per_layer(layers, state["params"])
+        xs = pmp.forward(layers, per_layer, x)
+        grads = jax.grad(loss_of)(state["params"], x, y)
+        k = state["k"] + 1
+        params, opt = update(state["params"], grads, state["opt"], k)
+        running = common.update_running(layers, state["running"], xs)
+        loss = pmp.terminal_loss(problem.loss, xs[-1], y)
+        return {"params": params, "running": running, "opt": opt, "k": k}, {"loss": loss}
+
+    return spec.Trainer(
+        init=init,
+        put=common.put,
+        step=step,
+        get=lambda s: [np.asarray(p) for p in s["params"]],
+        predict=lambda s, x: common.predict(layers, pmp.per_layer(layers, s["params"]), s["running"], x),
+        sync=common.sync,
+    )

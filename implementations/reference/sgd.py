@@ -1,0 +1,11 @@
+"""SGD (oracle): ``v ← μ v + ∇J``, ``θ ← θ - lr v``."""
+
+from implementations.reference import optim
+from implementations.reference.firstorder import make_first_order
+
+
+def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
+    def update(params, grads, buf, k):
+        return optim.sgd(params, grads, buf, lr=hp.lr, momentum=hp.momentum)
+
+    return make_first_order(problem, hp.reg, lambda p: [None] * len(p), update, dtype)

@@ -1,0 +1,291 @@
+"""The suite's framework-neutral types: layers, hyperparameters and the Trainer.
+
+Nothing here imports a framework, so suites, the runner and every backend can share it.
+
+Notation (ALGORITHMS.md §1): a network is the discrete dynamical system
+``x_{t+1} = f_t(x_t, θ_t)``, t = 0..T-1, one *layer* per time step. Every operation is
+its own layer (a dense map, a batch norm, a ReLU, ...), so the states ``x_t`` and costates
+``p_t`` exist at every operation boundary, as in the authors' code.
+
+Parameters travel between backends as a flat ``list[np.ndarray]``: the layers' parameters
+in layer order, each layer's in the order of its ``param_names``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+# ---------------------------------------------------------------------------------------
+# Layers: what f_t is. Backends give each kind its forward map; shapes live here.
+# Tensors are (N, features) for dense data and (N, C, H, W) for images.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``f(x) = x W (+ b)``; W has shape (n_in, n_out). ``quantized`` marks the discrete
+    weights of binary/ternary problems (the layers binary/ternary MSA, BinaryConnect and
+    TWN act on)."""
+
+    n_in: int
+    n_out: int
+    bias: bool = True
+    quantized: bool = False
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("W", "b") if self.bias else ("W",)
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.n_in, self.n_out), (self.n_out,))[: len(self.param_names)]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """``f(x) = conv(x, W) (+ b)``: 'same' padding, stride 1, W of shape (c_out, c_in, k, k)
+    (cross-correlation, as every framework computes it)."""
+
+    c_in: int
+    c_out: int
+    k: int = 3
+    bias: bool = True
+    quantized: bool = False
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("W", "b") if self.bias else ("W",)
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.c_out, self.c_in, self.k, self.k), (self.c_out,))[: len(self.param_names)]
+
+
+@dataclass(frozen=True)
+class ResDense:
+    """JMLR residual layer ``f(x) = x + δ · tanh(x W + b)``, W of shape (width, width)."""
+
+    width: int
+    delta: float
+    quantized: bool = False
+    param_names: tuple[str, ...] = ("W", "b")
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.width, self.width), (self.width,))
+
+
+@dataclass(frozen=True)
+class ResConv:
+    """JMLR residual conv layer ``f(x) = x + δ · tanh(conv3x3(x, W) + b)``."""
+
+    channels: int
+    delta: float
+    k: int = 3
+    quantized: bool = False
+    param_names: tuple[str, ...] = ("W", "b")
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.channels, self.channels, self.k, self.k), (self.channels,))
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch norm over the batch (and spatial) axes, per feature/channel:
+    ``f(x) = γ (x - mean_B x) / sqrt(var_B x + ε) + β`` with the biased batch variance in
+    training; running statistics ``r ← (1 - m) r + m · batch_stat`` (unbiased variance for
+    the running variance, as torch does) are used at test time."""
+
+    features: int
+    eps: float = 1e-4
+    momentum: float = 0.1
+    quantized: bool = False
+    param_names: tuple[str, ...] = ("gamma", "beta")
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.features,), (self.features,))
+
+
+@dataclass(frozen=True)
+class _NoParams:
+    quantized: bool = False
+    param_names: tuple[str, ...] = ()
+
+    def param_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class ReLU(_NoParams):
+    """``f(x) = max(x, 0)``."""
+
+
+@dataclass(frozen=True)
+class Tanh(_NoParams):
+    """``f(x) = tanh(x)``."""
+
+
+@dataclass(frozen=True)
+class MaxPool2(_NoParams):
+    """2×2 max pooling, stride 2, on (N, C, H, W)."""
+
+
+@dataclass(frozen=True)
+class Flatten(_NoParams):
+    """(N, C, H, W) -> (N, C·H·W), C-order."""
+
+
+@dataclass(frozen=True)
+class SumFeatures(_NoParams):
+    """``f(x) = Σ_i x^i`` kept as (N, 1): the sine toy's read-out."""
+
+
+Layer = Dense | Conv | ResDense | ResConv | BatchNorm | ReLU | Tanh | MaxPool2 | Flatten | SumFeatures
+
+#: Losses Φ(z, y) averaged over the batch (the 1/S lives inside the costates):
+#: ``mse``: mean_s (z_s - y_s)² with z, y of shape (S, 1) (the JMLR toy's
+#: ``tf.losses.mean_squared_error``); ``xent``: mean_s of softmax cross-entropy, y integer
+#: labels; ``sqhinge``: mean over samples *and* classes of relu(1 - ỹ·z)², ỹ ∈ {-1, +1}
+#: the one-hot labels mapped to ±1 (BinaryConnect's and the ICML code's loss).
+LOSSES = ("mse", "xent", "sqhinge")
+
+
+def layer_slices(layers: tuple[Layer, ...]) -> list[slice]:
+    """Where each layer's parameters sit in the flat parameter list."""
+    out, start = [], 0
+    for layer in layers:
+        n = len(layer.param_names)
+        out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Hyperparameters: one frozen dataclass per algorithm; the id is the lowercase class name.
+# ---------------------------------------------------------------------------------------
+
+INNER_SOLVERS = ("lbfgs", "adam", "gd")
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain (momentum) SGD on J = mean loss + reg·½‖θ‖²:
+    ``v ← μ v + ∇J`` (v₀ = ∇J at the first step), ``θ ← θ - lr v`` (torch's convention)."""
+
+    lr: float
+    momentum: float = 0.0
+    reg: float = 0.0
+
+
+@dataclass(frozen=True)
+class Adagrad:
+    """Adagrad on J: ``G ← G + g²`` (G₀ = initial_accumulator), ``θ ← θ - lr g/(√G + eps)``.
+    G₀ = 0.1 is TensorFlow's default, which the JMLR code ran."""
+
+    lr: float
+    initial_accumulator: float = 0.1
+    eps: float = 1e-10
+    reg: float = 0.0
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam on J: ``m ← b1 m + (1-b1) g``, ``v ← b2 v + (1-b2) g²``,
+    ``θ ← θ - lr m̂/(√v̂ + eps)`` with m̂ = m/(1-b1ᵏ), v̂ = v/(1-b2ᵏ)."""
+
+    lr: float
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    reg: float = 0.0
+
+
+@dataclass(frozen=True)
+class MSA:
+    """Basic MSA (JMLR §3): ``θ_t ← argmax_θ Σ_s H_t(x_t, p_{t+1}, θ)``, the argmax
+    approximated by ``inner_steps`` iterations of ``inner`` from the current θ."""
+
+    inner: str = "lbfgs"
+    inner_steps: int = 10
+    inner_lr: float = 0.1
+    reg: float = 1e-3
+
+
+@dataclass(frozen=True)
+class EMSA:
+    """Extended MSA (JMLR Algorithm 3): argmax of the augmented Hamiltonian
+    ``H_t - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖² - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²``."""
+
+    rho: float
+    inner: str = "lbfgs"
+    inner_steps: int = 10
+    inner_lr: float = 0.1
+    reg: float = 1e-3
+
+
+@dataclass(frozen=True)
+class DMSA:
+    """Binary (levels=2) or ternary (levels=3) MSA, ALGORITHMS.md §3. ``alpha_decay`` is d:
+    after every epoch 1 - α is multiplied by d. BN's γ, β are trained by Adam(bn_lr) on -H."""
+
+    levels: int
+    rho: float
+    alpha0: float = 0.999
+    alpha_decay: float = 0.95
+    lam: float = 1e-7
+    bn_lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class STE:
+    """Straight-through baselines (ALGORITHMS.md §4): BinaryConnect (``kind="bc"``,
+    deterministic or ``stochastic``) or TWN (``kind="twn"``). Latent real weights are
+    trained by Adam(lr) on the loss of the quantized net; BC scales the quantized layers'
+    lr by Glorot's 1/sqrt(1.5/(fan_in + fan_out)) (``glorot_lr_scale``) and clips W to
+    [-1, 1]. Non-quantized parameters (BN's γ, β) use Adam(lr) unscaled."""
+
+    kind: str
+    lr: float = 1e-3
+    stochastic: bool = False
+    glorot_lr_scale: bool = True
+
+
+HYPERPARAMETERS = (SGD, Adagrad, Adam, MSA, EMSA, DMSA, STE)
+
+
+def algorithm_id(hp: Any) -> str:
+    """The algorithm's id: its hyperparameter class name in lowercase (``emsa``, ``dmsa``)."""
+    return type(hp).__name__.lower()
+
+
+def hp_fields(hp: Any) -> dict[str, Any]:
+    """The hyperparameters as a flat dict (for the results' ``hp_*`` columns)."""
+    return dataclasses.asdict(hp)
+
+
+# ---------------------------------------------------------------------------------------
+# Trainer: what ``make(problem, hp, ...)`` returns.
+# ---------------------------------------------------------------------------------------
+
+
+class Trainer(NamedTuple):
+    """Pure-ish functions over an opaque backend state.
+
+    - ``init(params) -> state``: params are ``problem.init_params(seed)``.
+    - ``put(batch) -> batch``: host NumPy (x, y) to the backend's device and dtype.
+    - ``step(state, batch) -> (state, metrics)``: one training iteration. ``metrics`` holds
+      device scalars (``loss`` before the step, ``flips`` for discrete algorithms); reading
+      them is left to the caller, outside the clock.
+    - ``get(state) -> list[np.ndarray]``: the *effective* parameters the forward pass uses
+      (the discrete weights for MSA, the quantized ones for STE), same order and shapes as
+      ``init_params``.
+    - ``predict(state, x) -> np.ndarray``: network outputs in evaluation mode (BN's running
+      statistics, quantized weights) for a host NumPy input.
+    - ``sync(state)``: wait for the device (block edges of the clock).
+    """
+
+    init: Callable[[list], Any]
+    put: Callable[[tuple], tuple]
+    step: Callable[[Any, tuple], tuple[Any, dict]]
+    get: Callable[[Any], list]
+    predict: Callable[[Any, Any], Any]
+    sync: Callable[[Any], None]

@@ -1,0 +1,95 @@
+"""What every torch trainer shares: dtype/device placement, the stored forward pass, BN
+running statistics, evaluation and synchronisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from implementations import spec
+from implementations.torch import ops
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Placement:
+    """Where tensors live: ``dtype`` name and ``device`` ("cpu" or "cuda")."""
+
+    def __init__(self, dtype: str, device: str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        self.dtype = DTYPES[dtype]
+        self.device = torch.device(device)
+
+    def tensor(self, a) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def put(self, batch):
+        """Host (x, y) to the device: x in the working dtype; integer labels as int64."""
+        x, y = batch
+        y = np.asarray(y)
+        yt = torch.as_tensor(y, device=self.device) if np.issubdtype(y.dtype, np.integer) else self.tensor(y)
+        return self.tensor(x), yt
+
+    def sync(self, state=None) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def per_layer(layers, flat: list) -> list[tuple]:
+    """Flat parameter list -> one θ tuple per layer."""
+    return [tuple(flat[s]) for s in spec.layer_slices(layers)]
+
+
+def forward(layers, params, x0) -> list[torch.Tensor]:
+    """States ``[x_0, ..., x_T]`` (autograd records them when θ or x_0 requires grad)."""
+    xs = [x0]
+    for layer, theta in zip(layers, params):
+        xs.append(ops.apply(layer, theta, xs[-1]))
+    return xs
+
+
+def regulariser(theta, reg: float):
+    """``reg · ½‖θ‖²`` over the layer's variables."""
+    return reg * 0.5 * sum((v * v).sum() for v in theta) if theta and reg else 0.0
+
+
+def init_running(layers, place: Placement) -> dict:
+    return {
+        t: (torch.zeros(layer.features, dtype=place.dtype, device=place.device),
+            torch.ones(layer.features, dtype=place.dtype, device=place.device))
+        for t, layer in enumerate(layers)
+        if isinstance(layer, spec.BatchNorm)
+    }
+
+
+@torch.no_grad()
+def update_running(layers, running: dict, xs) -> None:
+    """In place: ``r ← (1 - m) r + m · stat`` from the BN inputs, unbiased running variance."""
+    for t, (mean_r, var_r) in running.items():
+        x, m = xs[t].detach(), layers[t].momentum
+        mean, var = ops.batch_stats(x)
+        n = x.numel() // x.shape[1]
+        mean_r.mul_(1 - m).add_(m * mean)
+        var_r.mul_(1 - m).add_(m * var * n / (n - 1))
+
+
+@torch.no_grad()
+def predict(layers, params, running: dict, place: Placement, x, chunk: int = 1000) -> np.ndarray:
+    """Eval-mode outputs (BN running statistics) for a host input, as float64 NumPy."""
+    outs = []
+    for i in range(0, len(x), chunk):
+        h = place.tensor(x[i : i + chunk])
+        for t, (layer, theta) in enumerate(zip(layers, params)):
+            h = ops.apply(layer, theta, h, stats=running.get(t))
+        outs.append(h.double().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def to_numpy(per_layer_params) -> list[np.ndarray]:
+    return [v.detach().double().cpu().numpy() for theta in per_layer_params for v in theta]
+
+
+def leaf_params(params: list, place: Placement) -> list[tuple]:
+    """Per-layer tuples of fresh leaf tensors that require grad."""
+    return [tuple(place.tensor(v).requires_grad_(True) for v in theta) for theta in params]

@@ -1,0 +1,111 @@
+"""Extended MSA in PyTorch eager, JMLR Algorithm 3 (see ``implementations.reference.emsa``).
+
+One forward pass stores x_0..x_T, one backward pass the costates ``p_t = -∂J/∂x_t`` (the
+same numbers as the recursion ``p_t = ∇_x H_t``: ALGORITHMS.md §1), then each layer with
+parameters maximises, from the stored values (Jacobi),
+
+    H̃_t(θ) = Σ p_{t+1}·f_t(x_t, θ) - reg·½‖θ‖² - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖²
+              - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²
+
+where ∇_x H_t is built with ``create_graph=True`` so that its θ-gradient (second order)
+flows into the inner solver. Inner solvers: ``lbfgs`` (SciPy L-BFGS-B on host float64, as
+the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``,
+fresh per layer and iteration). With ρ = 0 this is basic MSA and the second-order term is
+skipped (it is multiplied by zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from implementations import solvers, spec
+from implementations.torch import common, ops
+
+
+def augmented_hamiltonian(layer, theta, x, x_next, p, p_next, rho: float, reg: float):
+    """``H̃_t(θ)`` for fixed stored (x_t, x_{t+1}, p_t, p_{t+1}); differentiable in θ."""
+    x = x.detach().requires_grad_(rho != 0)
+    f = ops.apply(layer, theta, x)
+    h = (p_next * f).sum() - common.regulariser(theta, reg)
+    if rho == 0:
+        return h
+    (dh_dx,) = torch.autograd.grad(h, x, create_graph=True)
+    return h - 0.5 * rho * ((x_next - f) ** 2).sum() - 0.5 * rho * ((p - dh_dx) ** 2).sum()
+
+
+def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
+    """Approximate ``argmax h`` from ``theta`` (a tuple of tensors) with the inner solver."""
+    theta = tuple(v.detach().clone().requires_grad_(True) for v in theta)
+    if inner == "gd":
+        for _ in range(steps):
+            grads = torch.autograd.grad(h(theta), theta)
+            theta = tuple((v + lr * g).detach().requires_grad_(True) for v, g in zip(theta, grads))
+        return tuple(v.detach() for v in theta)
+    if inner == "adam":
+        opt = torch.optim.Adam(theta, lr=lr, maximize=True)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            grads = torch.autograd.grad(h(theta), theta)
+            for v, g in zip(theta, grads):
+                v.grad = g
+            opt.step()
+        return tuple(v.detach() for v in theta)
+    if inner == "lbfgs":
+        like = theta[0]
+        sizes = [v.numel() for v in theta]
+
+        def unflatten(vec: np.ndarray) -> tuple:
+            parts = torch.as_tensor(vec, dtype=like.dtype, device=like.device).split(sizes)
+            return tuple(p.reshape(v.shape).requires_grad_(True) for p, v in zip(parts, theta))
+
+        def value_and_grad(vec: np.ndarray):
+            th = unflatten(vec)
+            value = h(th)
+            grads = torch.autograd.grad(value, th)
+            return value.item(), torch.cat([g.reshape(-1) for g in grads]).double().cpu().numpy()
+
+        start = torch.cat([v.detach().reshape(-1) for v in theta]).double().cpu().numpy()
+        return tuple(v.detach() for v in unflatten(solvers.lbfgs_maximise(value_and_grad, start, steps)))
+    raise ValueError(f"unknown inner solver {inner!r} (known: {', '.join(spec.INNER_SOLVERS)})")
+
+
+def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
+    """``rho`` overrides ``hp.rho`` (basic MSA passes 0)."""
+    place = common.Placement(dtype, device)
+    layers = problem.layers
+    rho = hp.rho if rho is None else rho
+
+    def init(params):
+        theta = [tuple(place.tensor(v) for v in th) for th in common.per_layer(layers, params)]
+        return {"params": theta, "running": common.init_running(layers, place)}
+
+    def step(state, batch):
+        x, y = batch
+        params = [tuple(v.requires_grad_(True) for v in th) for th in state["params"]]
+        x0 = x.detach().requires_grad_(True)  # p_0 enters layer 0's ∇ₓH penalty
+        xs = common.forward(layers, params, x0)
+        loss = ops.terminal_loss(problem.loss, xs[-1], y)
+        ps = [-g for g in torch.autograd.grad(loss, xs)]
+        xs = [v.detach() for v in xs]
+        new = []
+        for t, (layer, theta) in enumerate(zip(layers, params)):
+            if not theta:
+                new.append(theta)
+                continue
+
+            def h(th, t=t, layer=layer):
+                return augmented_hamiltonian(layer, th, xs[t], xs[t + 1], ps[t], ps[t + 1], rho, hp.reg)
+
+            new.append(maximise(h, theta, hp.inner, hp.inner_steps, hp.inner_lr))
+        common.update_running(layers, state["running"], xs)
+        return {"params": new, "running": state["running"]}, {"loss": loss.detach()}
+
+    return spec.Trainer(
+        init=init,
+        put=place.put,
+        step=step,
+        get=lambda s: common.to_numpy(s["params"]),
+        predict=lambda s, x: common.predict(layers, s["params"], s["running"], place, x),
+        sync=place.sync,
+    )

@@ -1,0 +1,124 @@
+"""Plain-torch hot operations, the signatures kernel backends (Triton, CUDA) reimplement.
+
+- ``apply(layer, theta, x, stats=None)``: the layer map ``f_t(x, θ)``;
+- ``terminal_loss(loss, z, y)``: ``(1/S) Σ_s Φ``;
+- ``dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
+  binary/ternary MSA's per-layer update (ALGORITHMS.md §3), nothing else;
+- quantizers: ``sgn`` (sgn(0) = +1), ``quantize_init``, ``ste_quantize``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from implementations import spec
+
+
+def _features(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    return v if ndim == 2 else v[None, :, None, None]
+
+
+def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature batch mean and biased variance."""
+    dims = (0,) if x.ndim == 2 else (0, 2, 3)
+    return x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+
+
+def apply(layer: spec.Layer, theta, x: torch.Tensor, stats=None) -> torch.Tensor:
+    """``f_t(x, θ)`` (see ``spec`` for each layer's formula); ``stats``: BN's (mean, var)
+    to use instead of the batch's (evaluation)."""
+    if isinstance(layer, spec.Dense):
+        return x @ theta[0] + theta[1] if layer.bias else x @ theta[0]
+    if isinstance(layer, spec.Conv):
+        return F.conv2d(x, theta[0], theta[1] if layer.bias else None, padding=layer.k // 2)
+    if isinstance(layer, spec.ResDense):
+        return x + layer.delta * torch.tanh(x @ theta[0] + theta[1])
+    if isinstance(layer, spec.ResConv):
+        return x + layer.delta * torch.tanh(F.conv2d(x, theta[0], theta[1], padding=layer.k // 2))
+    if isinstance(layer, spec.BatchNorm):
+        mean, var = batch_stats(x) if stats is None else stats
+        n = x.ndim
+        return _features(theta[0], n) * (x - _features(mean, n)) / torch.sqrt(_features(var, n) + layer.eps) + _features(
+            theta[1], n
+        )
+    if isinstance(layer, spec.ReLU):
+        return torch.relu(x)
+    if isinstance(layer, spec.Tanh):
+        return torch.tanh(x)
+    if isinstance(layer, spec.MaxPool2):
+        return F.max_pool2d(x, 2)
+    if isinstance(layer, spec.Flatten):
+        return x.reshape(x.shape[0], -1)
+    if isinstance(layer, spec.SumFeatures):
+        return x.sum(dim=1, keepdim=True)
+    raise TypeError(f"unknown layer {layer!r}")
+
+
+def terminal_loss(loss: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(1/S) Σ_s Φ(z_s, y_s)`` for ``spec.LOSSES``."""
+    if loss == "mse":
+        return torch.mean((z[:, 0] - y.reshape(-1)) ** 2)
+    if loss == "xent":
+        return F.cross_entropy(z, y)
+    if loss == "sqhinge":
+        sign = 2.0 * F.one_hot(y, z.shape[1]).to(z.dtype) - 1.0
+        return torch.mean(torch.relu(1.0 - sign * z) ** 2)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def sgn(x: torch.Tensor) -> torch.Tensor:
+    """Binary sign with sgn(0) = +1 (``torch.sign(0) == 0`` would make a binary net ternary)."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+def quantize_init(w: torch.Tensor, levels: int) -> torch.Tensor:
+    """Discrete initial weights from a latent U(-1, 1) init: sgn(W), or round(1.5 W)."""
+    return sgn(w) if levels == 2 else torch.clamp(torch.round(1.5 * w), -1.0, 1.0)
+
+
+def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
+    """One layer's binary (``levels=2``) or ternary (``levels=3``) MSA update.
+
+    ``M̄' = α M̄ + (1 - α) M``; wrong-signed entries ``W ≠ sgn(M̄')`` (binary, sgn(0) = +1)
+    or ``W ≠ sign(M̄')`` (ternary, sign(0) = 0); ``ρ_k = ρ · max |M̄'|`` over them, and with
+    none, W is returned unchanged. Then
+
+    - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged
+      (= argmax over {±1} of ``M̄' w - (ρ_k/4)(w - W)²``);
+    - ternary: ``+1`` if ``M̄' > ρ_k (1 - 2W) + λ``, ``-1`` if ``M̄' < -ρ_k (1 + 2W) - λ``,
+      else 0 (= argmax over {-1, 0, 1} of ``M̄' w - λ|w| - ρ_k (w - W)²``).
+
+    Returns ``(M̄', W', flips)`` with ``flips`` a 0-d int64 tensor (entries of W changed).
+    No host synchronisation: the "no wrong-signed entry" case is a ``where`` on device.
+    """
+    if levels not in (2, 3):
+        raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
+    m_bar = alpha * m_bar + (1.0 - alpha) * m
+    target = sgn(m_bar) if levels == 2 else torch.sign(m_bar)
+    wrong = w != target
+    rho_k = rho * torch.where(wrong, m_bar.abs(), torch.zeros_like(m_bar)).amax()
+    if levels == 2:
+        w_new = torch.where(m_bar.abs() > rho_k, target, w)
+    else:
+        up = m_bar > rho_k * (1 - 2 * w) + lam
+        down = m_bar < -rho_k * (1 + 2 * w) - lam
+        w_new = torch.where(up, 1.0, torch.where(down, -1.0, 0.0)).to(w.dtype)
+    w_new = torch.where(wrong.any(), w_new, w)
+    return m_bar, w_new, (w_new != w).sum()
+
+
+def ste_quantize(w: torch.Tensor, kind: str, u: torch.Tensor | None = None) -> torch.Tensor:
+    """STE forward weights: BinaryConnect ``sgn(W)`` (stochastic: +1 where
+    ``u < clip((W+1)/2, 0, 1)``) or TWN ``a·t`` with ``Δ = 0.7 mean|W|``,
+    ``a = mean{|W_i| : |W_i| > Δ}``."""
+    if kind == "bc":
+        if u is None:
+            return sgn(w)
+        return torch.where(u < torch.clamp((w + 1) / 2, 0, 1), 1.0, -1.0).to(w.dtype)
+    if kind == "twn":
+        delta = 0.7 * w.abs().mean()
+        big = w.abs() > delta
+        a = torch.where(big, w.abs(), torch.zeros_like(w)).sum() / big.sum().clamp(min=1)
+        return a * torch.where(w > delta, 1.0, torch.where(w < -delta, -1.0, 0.0)).to(w.dtype)
+    raise ValueError(f"unknown STE kind {kind!r} (known: bc, twn)")
