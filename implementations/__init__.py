@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from implementations import spec
 
@@ -91,7 +92,9 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
     if problem is not None:
         wanted = _weights_trained(algorithm, hp)
         if wanted is not None and problem.weights != wanted:
-            reasons.append(f"{algorithm} trains {wanted} weights; problem {problem.name!r} has {problem.weights} weights")
+            reasons.append(
+                f"{algorithm} trains {wanted} weights; problem {problem.name!r} has {problem.weights} weights"
+            )
     return reasons
 
 

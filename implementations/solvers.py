@@ -9,7 +9,7 @@ numbers take the same inner steps.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize
@@ -25,6 +25,7 @@ def lbfgs_maximise(
         h, g = value_and_grad(theta)
         return -float(h), -np.asarray(g, dtype=np.float64)
 
-    result = minimize(negated, np.asarray(theta0, dtype=np.float64), jac=True, method="L-BFGS-B",
-                      options={"maxiter": int(maxiter)})
+    result = minimize(
+        negated, np.asarray(theta0, dtype=np.float64), jac=True, method="L-BFGS-B", options={"maxiter": int(maxiter)}
+    )
     return result.x

@@ -14,8 +14,9 @@ in layer order, each layer's in the order of its ``param_names``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 # ---------------------------------------------------------------------------------------
 # Layers: what f_t is. Backends give each kind its forward map; shapes live here.
@@ -225,14 +226,22 @@ class EMSA:
 @dataclass(frozen=True)
 class DMSA:
     """Binary (levels=2) or ternary (levels=3) MSA, ALGORITHMS.md §3. ``alpha_decay`` is d:
-    after every epoch 1 - α is multiplied by d. BN's γ, β are trained by Adam(bn_lr) on -H."""
+    after every epoch 1 - α is multiplied by d; ``alpha_decay_steps`` > 0 counts that
+    "epoch" in steps instead (550 = the paper's MNIST epoch, 55,000 samples / batch 100,
+    so a small data set keeps the paper's schedule per step). BN's γ, β are trained by
+    Adam(bn_lr) on -H."""
 
     levels: int
     rho: float
     alpha0: float = 0.999
     alpha_decay: float = 0.95
+    alpha_decay_steps: int = 0
     lam: float = 1e-7
     bn_lr: float = 1e-3
+
+    def decay_period(self, steps_per_epoch: int) -> int:
+        """Steps between two decays of 1 - α."""
+        return self.alpha_decay_steps or steps_per_epoch
 
 
 @dataclass(frozen=True)

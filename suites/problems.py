@@ -33,8 +33,9 @@ Initialisation (identical for every backend; recorded in ``Problem.init``):
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -174,7 +175,7 @@ def _stratified_splits(x: np.ndarray, y: np.ndarray, n_val: int, n_test: int) ->
     x_tr, x_val, y_tr, y_val = train_test_split(
         x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=_DATA_SEED % 2**32
     )
-    as_xy = lambda a, b: (np.ascontiguousarray(a, dtype=np.float64), b.astype(np.int64))  # noqa: E731
+    as_xy = lambda a, b: (np.ascontiguousarray(a, dtype=np.float64), b.astype(np.int64))
     return {"train": as_xy(x_tr, y_tr), "val": as_xy(x_val, y_val), "test": as_xy(x_test, y_test)}
 
 
@@ -211,7 +212,7 @@ def _residual_sine(depth: int = 20, width: int = 5, delta: float = 0.25) -> tupl
 def _bn_mlp(sizes: list[int], quantized: bool) -> tuple:
     """ICML-style MLP: [Dense(no bias) - BN - ReLU]... - Dense(no bias) - BN."""
     layers: list = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers += [spec.Dense(a, b, bias=False, quantized=quantized), spec.BatchNorm(b)]
         if i < len(sizes) - 2:
             layers.append(spec.ReLU())
@@ -229,7 +230,11 @@ def _rescnn(channels: int = 8, n_residual: int = 3, delta: float = 0.5) -> tuple
 
 def _mlp_family(prefix: str, sizes: list[int], load: Callable, target: float) -> dict[str, Problem]:
     out = {}
-    for weights, suffix, loss in (("real", "", "xent"), ("binary", "-binary", "sqhinge"), ("ternary", "-ternary", "xent")):
+    for weights, suffix, loss in (
+        ("real", "", "xent"),
+        ("binary", "-binary", "sqhinge"),
+        ("ternary", "-ternary", "xent"),
+    ):
         quantized = weights != "real"
         name = f"{prefix}{suffix}"
         out[name] = Problem(

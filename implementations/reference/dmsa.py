@@ -9,8 +9,8 @@ layer from the stored values (Jacobi):
 - every other parameter (BN's γ, β): one Adam(bn_lr) step on ``-H_t``, i.e. on
   ``-∂H_t/∂θ = ∂J/∂θ``.
 
-α starts at ``alpha0``; after every epoch (``problem.steps_per_epoch`` steps)
-``1 - α ← d (1 - α)``. M̄ starts i.i.d. U(-1e-6, 1e-6) from NumPy's generator seeded with
+α starts at ``alpha0``; after every epoch (``problem.steps_per_epoch`` steps, or
+``hp.alpha_decay_steps``) ``1 - α ← d (1 - α)``. M̄ starts i.i.d. U(-1e-6, 1e-6) from NumPy's generator seeded with
 ``[seed, 1]``, the same numbers in every backend. The discrete weights start as the
 quantized latent init of the problem: ``sgn(W)`` (binary, sgn(0) = +1) or
 ``clip(round(1.5 W), -1, 1)`` (ternary), i.i.d. uniform on the allowed set for W ~ U(-1, 1).
@@ -42,7 +42,8 @@ def dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam):
     ``M̄' = α M̄ + (1-α) M``; wrong-signed entries: ``W ≠ sgn(M̄')`` (binary, sgn(0)=+1) or
     ``W ≠ sign(M̄')`` (ternary, sign(0)=0); ``ρ_k = ρ · max |M̄'|`` over them; none → W stays.
 
-    - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged;
+    - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged (= argmax over {±1} of
+      ``M̄' w - (ρ_k/2)(w - W)²``: the authors' code; ALGORITHMS.md's ρ_k/4 is a slip);
     - ternary: ``W ← +1`` if ``M̄' > ρ_k(1 - 2W) + λ``, ``-1`` if ``M̄' < -ρ_k(1 + 2W) - λ``,
       else 0 (= argmax over {-1, 0, 1} of ``M̄' w - λ|w| - ρ_k (w - W)²``).
 
@@ -78,8 +79,9 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
 
     def init(params):
         per_layer = pmp.per_layer(layers, common.to_jax(params))
-        per_layer = [(quantize_init(th[0], hp.levels),) + th[1:] if layers[t].quantized else th
-                     for t, th in enumerate(per_layer)]
+        per_layer = [
+            (quantize_init(th[0], hp.levels),) + th[1:] if layers[t].quantized else th for t, th in enumerate(per_layer)
+        ]
         m_bar = initial_m_bar([per_layer[t][0].shape for t in quantized], seed)
         others = [v for t, th in enumerate(per_layer) if not layers[t].quantized for v in th]
         return {
@@ -100,25 +102,33 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         m_bars, flips = [], 0
         for i, t in enumerate(quantized):
             m = jax.grad(pmp.hamiltonian, argnums=1)(layers[t], params[t], xs[t], ps[t + 1])[0]
-            m_bar, w, f = dmsa_update(state["m_bar"][i], m, params[t][0],
-                                      alpha=state["alpha"], rho=hp.rho, levels=hp.levels, lam=hp.lam)
+            m_bar, w, f = dmsa_update(
+                state["m_bar"][i], m, params[t][0], alpha=state["alpha"], rho=hp.rho, levels=hp.levels, lam=hp.lam
+            )
             m_bars.append(m_bar)
             new[t] = (w,)
             flips += f
         # every non-quantized parameter: Adam on -H (its gradient is -∂H/∂θ = ∂J/∂θ)
         others = [t for t, th in enumerate(params) if th and not layers[t].quantized]
-        grads = [-g for t in others
-                 for g in jax.grad(pmp.hamiltonian, argnums=1)(layers[t], params[t], xs[t], ps[t + 1])]
+        grads = [
+            -g for t in others for g in jax.grad(pmp.hamiltonian, argnums=1)(layers[t], params[t], xs[t], ps[t + 1])
+        ]
         k = state["k"] + 1
         flat_others, m1, m2 = optim.adam([v for t in others for v in params[t]], grads, *state["adam"], k, lr=hp.bn_lr)
         it = iter(flat_others)
         for t in others:
             new[t] = tuple(next(it) for _ in params[t])
         alpha = state["alpha"]
-        if k % problem.steps_per_epoch == 0:
+        if k % hp.decay_period(problem.steps_per_epoch) == 0:
             alpha = 1.0 - hp.alpha_decay * (1.0 - alpha)
-        new_state = {"params": new, "m_bar": m_bars, "adam": (m1, m2), "alpha": alpha, "k": k,
-                     "running": common.update_running(layers, state["running"], xs)}
+        new_state = {
+            "params": new,
+            "m_bar": m_bars,
+            "adam": (m1, m2),
+            "alpha": alpha,
+            "k": k,
+            "running": common.update_running(layers, state["running"], xs),
+        }
         return new_state, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y), "flips": flips}
 
     return spec.Trainer(

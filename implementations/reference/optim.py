@@ -25,8 +25,5 @@ def adam(params, grads, m, v, k, *, lr, b1=0.9, b2=0.999, eps=1e-8):
     lrs = lr if isinstance(lr, (list, tuple)) else [lr] * len(params)
     m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, grads)]
     v = [b2 * vi + (1 - b2) * g**2 for vi, g in zip(v, grads)]
-    new = [
-        p - a * (mi / (1 - b1**k)) / (jnp.sqrt(vi / (1 - b2**k)) + eps)
-        for p, a, mi, vi in zip(params, lrs, m, v)
-    ]
+    new = [p - a * (mi / (1 - b1**k)) / (jnp.sqrt(vi / (1 - b2**k)) + eps) for p, a, mi, vi in zip(params, lrs, m, v)]
     return new, m, v

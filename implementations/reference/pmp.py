@@ -62,7 +62,7 @@ def apply(layer: spec.Layer, theta: tuple, x, stats=None):
         return x + layer.delta * jnp.tanh(_conv(x, theta[0]) + theta[1][None, :, None, None])
     if isinstance(layer, spec.BatchNorm):
         mean, var = batch_stats(x) if stats is None else stats
-        v = lambda a: _feature_view(a, x.ndim)  # noqa: E731
+        v = lambda a: _feature_view(a, x.ndim)
         return v(theta[0]) * (x - v(mean)) / jnp.sqrt(v(var) + layer.eps) + v(theta[1])
     if isinstance(layer, spec.ReLU):
         return jnp.where(x > 0, x, 0.0)  # ReLU'(0) = 0, as torch and TF (jnp.maximum splits ties: ½)

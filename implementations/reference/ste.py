@@ -55,8 +55,7 @@ def quantize(w, kind: str, u=None):
 def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
     common.check_dtype(dtype)
     layers = problem.layers
-    is_latent = [layers[t].quantized and name == "W"
-                 for t, layer in enumerate(layers) for name in layer.param_names]
+    is_latent = [layer.quantized and name == "W" for t, layer in enumerate(layers) for name in layer.param_names]
     layer_of = [t for t, layer in enumerate(layers) for _ in layer.param_names]
 
     def effective(latent, k, stochastic):
@@ -77,8 +76,10 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
     def init(params):
         nonlocal lrs
         latent = common.to_jax(params)
-        lrs = [hp.lr * (glorot_scale(w.shape) if is_latent[i] and hp.kind == "bc" and hp.glorot_lr_scale else 1.0)
-               for i, w in enumerate(latent)]
+        lrs = [
+            hp.lr * (glorot_scale(w.shape) if is_latent[i] and hp.kind == "bc" and hp.glorot_lr_scale else 1.0)
+            for i, w in enumerate(latent)
+        ]
         zeros = [jnp.zeros_like(w) for w in latent]
         return {"latent": latent, "adam": (zeros, list(zeros)), "k": 0, "running": common.init_running(layers)}
 
@@ -102,7 +103,8 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         put=common.put,
         step=step,
         get=get,
-        predict=lambda s, x: common.predict(layers, pmp.per_layer(layers, effective(s["latent"], 0, False)),
-                                            s["running"], x),
+        predict=lambda s, x: common.predict(
+            layers, pmp.per_layer(layers, effective(s["latent"], 0, False)), s["running"], x
+        ),
         sync=common.sync,
     )

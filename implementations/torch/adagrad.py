@@ -11,5 +11,6 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
         lambda p: torch.optim.Adagrad(
             p, lr=hp.lr, initial_accumulator_value=hp.initial_accumulator, eps=hp.eps, weight_decay=hp.reg
         ),
-        dtype=dtype, device=device,
+        dtype=dtype,
+        device=device,
     )

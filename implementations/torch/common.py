@@ -56,8 +56,10 @@ def regulariser(theta, reg: float):
 
 def init_running(layers, place: Placement) -> dict:
     return {
-        t: (torch.zeros(layer.features, dtype=place.dtype, device=place.device),
-            torch.ones(layer.features, dtype=place.dtype, device=place.device))
+        t: (
+            torch.zeros(layer.features, dtype=place.dtype, device=place.device),
+            torch.ones(layer.features, dtype=place.dtype, device=place.device),
+        )
         for t, layer in enumerate(layers)
         if isinstance(layer, spec.BatchNorm)
     }

@@ -6,7 +6,7 @@ quantized layer, ``M_t = ∂/∂W Σ p_{t+1}·f_t(x_t; W) = -∂J/∂W`` (ALGORI
 are the same numbers, and autograd computes them without materialising each p_t); M_t
 feeds ``ops.dmsa_update`` and is never applied as a gradient step. BN's γ, β take one
 ``torch.optim.Adam(bn_lr)`` step on ``-H``, whose gradient is ``∂J/∂θ``. α decays after
-every epoch: ``1 - α ← d (1 - α)``.
+every epoch (or ``alpha_decay_steps``): ``1 - α ← d (1 - α)``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
             state["bn_opt"].step()
         common.update_running(layers, state["running"], xs)
         state["k"] += 1
-        if state["k"] % problem.steps_per_epoch == 0:
+        if state["k"] % hp.decay_period(problem.steps_per_epoch) == 0:
             state["alpha"] = 1.0 - hp.alpha_decay * (1.0 - state["alpha"])
         return state, {"loss": loss.detach(), "flips": flips}
 

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from implementations import spec
 from implementations.torch import common, ops
 

@@ -39,9 +39,9 @@ def apply(layer: spec.Layer, theta, x: torch.Tensor, stats=None) -> torch.Tensor
     if isinstance(layer, spec.BatchNorm):
         mean, var = batch_stats(x) if stats is None else stats
         n = x.ndim
-        return _features(theta[0], n) * (x - _features(mean, n)) / torch.sqrt(_features(var, n) + layer.eps) + _features(
-            theta[1], n
-        )
+        return _features(theta[0], n) * (x - _features(mean, n)) / torch.sqrt(
+            _features(var, n) + layer.eps
+        ) + _features(theta[1], n)
     if isinstance(layer, spec.ReLU):
         return torch.relu(x)
     if isinstance(layer, spec.Tanh):
@@ -85,7 +85,8 @@ def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: floa
     none, W is returned unchanged. Then
 
     - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged
-      (= argmax over {±1} of ``M̄' w - (ρ_k/4)(w - W)²``);
+      (= argmax over {±1} of ``M̄' w - (ρ_k/2)(w - W)²``; ALGORITHMS.md's ρ_k/4 would
+      flip at ``|M̄'| > ρ_k/2``, while the authors' code and this rule flip at ρ_k);
     - ternary: ``+1`` if ``M̄' > ρ_k (1 - 2W) + λ``, ``-1`` if ``M̄' < -ρ_k (1 + 2W) - λ``,
       else 0 (= argmax over {-1, 0, 1} of ``M̄' w - λ|w| - ρ_k (w - W)²``).
 

@@ -40,8 +40,12 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
             for name, v in zip(layers[t].param_names, th):
                 scaled = layers[t].quantized and name == "W" and hp.kind == "bc" and hp.glorot_lr_scale
                 groups.append({"params": [v], "lr": hp.lr * (glorot_scale(tuple(v.shape)) if scaled else 1.0)})
-        return {"latent": latent, "opt": torch.optim.Adam(groups, lr=hp.lr), "k": 0,
-                "running": common.init_running(layers, place)}
+        return {
+            "latent": latent,
+            "opt": torch.optim.Adam(groups, lr=hp.lr),
+            "k": 0,
+            "running": common.init_running(layers, place),
+        }
 
     def step(state, batch):
         x, y = batch

@@ -1,0 +1,49 @@
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench -- [run options]``.
+
+Every session that imports the package installs the pinned ``torch==2.13.0`` first and
+the package second: pip then keeps that torch when it resolves ``torch>=2.4``. On this
+CPU machine pip finds a local CPU wheel; on a GPU machine the same pin is PyPI's CUDA
+build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+TORCH = "torch==2.13.0"
+LINT_PATHS = ("implementations", "suites", "reports", "tests", "noxfile.py")
+
+
+def install(session: nox.Session) -> None:
+    """The pinned torch, then the package with its test extras (editable)."""
+    session.install(TORCH)
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite; pytest exits 5 when it collects nothing, which fails the session."""
+    install(session)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff's lint rules and formatting, checked (not applied)."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The main job: run the default suite (options after ``--`` go to ``run``), then
+    summarise its newest run."""
+    install(session)
+    session.run("python", "-m", "suites", "run", "default", *session.posargs)
+    args = list(session.posargs)
+    out = args[args.index("--out") + 1] if "--out" in args[:-1] else "results"
+    session.run("python", "-m", "reports.summary", "--suite", "default", "--results-dir", out)

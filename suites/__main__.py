@@ -1,0 +1,215 @@
+"""The msabench command line: ``python -m suites COMMAND`` or ``msabench COMMAND``.
+
+    msabench run SUITE [--backend B ...] [--device auto|cpu|cuda] [--dtype float32|float64]
+                       [--out DIR] [--resume RUN_ID] [--jobs N] [--seeds N]
+                       [--steps-scale F] [--problem P ...] [--algorithm A ...] [--quiet]
+    msabench list
+    msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
+    msabench summary [RESULTS.parquet | --suite NAME] ... (see reports/summary.py)
+
+``run`` checks every input before it creates anything; bad input prints one line
+``msabench: error: ...`` on stderr and exits 2. On success the run file's path is the last
+line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+from suites import PROG, Parser, fail
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+#: options that define a run's cells; a resumed run keeps the ones in its run.json.
+_CELL_OPTIONS = ("backend", "device", "dtype", "seeds", "steps_scale", "problem", "algorithm")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", help="suite name (see `msabench list`)")
+    p.add_argument("--backend", action="append", help="backend to run (repeatable; default: the suite's)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when torch sees a GPU")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default float32 (reference always float64)")
+    p.add_argument("--out", default="results", help="output root (default: results)")
+    p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: only cells without a part file")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="cells at once (>1: process pool)")
+    p.add_argument("--seeds", type=_positive_int, help="use seeds 0..N-1 instead of the suite's")
+    p.add_argument("--steps-scale", type=_positive_float, help="multiply every budget and eval interval")
+    p.add_argument("--problem", action="append", help="only these problems (repeatable)")
+    p.add_argument("--algorithm", action="append", help="only these algorithms (repeatable)")
+    p.add_argument("--threads", type=_positive_int, help="intra-op threads per cell (default: torch's own choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate everything, then run (or resume) the suite and print the run file."""
+    from suites import grids, runner
+
+    try:
+        suite = grids.get_suite(args.suite)
+    except KeyError as e:
+        fail(e.args[0])
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
+    if args.resume is not None:
+        given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
+        if given:
+            fail(f"{', '.join(given)} cannot be combined with --resume (the run's options are fixed in its run.json)")
+        try:
+            runner.load_run(out, suite.name, args.resume)
+        except runner.RunError as e:
+            fail(str(e))
+    else:
+        try:
+            device = runner.resolve_device(args.device or "auto")
+            seeds = tuple(range(args.seeds)) if args.seeds else None
+            cells = runner.plan(
+                suite,
+                backends=args.backend,
+                seeds=seeds,
+                steps_scale=args.steps_scale or 1.0,
+                dtype=args.dtype or "float32",
+                device=device,
+                problems_filter=args.problem,
+                algorithms_filter=args.algorithm,
+            )
+        except runner.RunError as e:
+            fail(str(e))
+    if grids.TUNED_WARNING:
+        print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=sys.stderr)
+
+    # Everything is valid: from here on files are written.
+    if args.threads and args.jobs == 1:
+        runner.set_threads(args.threads)  # before start_run, so the metadata records it
+    if args.resume is not None:
+        run, cells, doc = runner.load_run(out, suite.name, args.resume)
+        runner.mark_resumed(run, doc)
+    else:
+        options = {
+            "suite": suite.name,
+            "backends": sorted({c.backend for c in cells}),
+            "device": device,
+            "dtype": args.dtype or "float32",
+            "seeds": sorted({c.seed for c in cells}),
+            "steps_scale": args.steps_scale or 1.0,
+            "problems": args.problem,
+            "algorithms": args.algorithm,
+            "jobs": args.jobs,
+            # per cell; worker processes share the CPUs out when not given
+            "threads": args.threads or (runner.worker_threads(args.jobs) if args.jobs > 1 else None),
+            "command": shlex.join([PROG, *args.argv]),
+        }
+        run = runner.start_run(out, suite.name, cells, options)
+        doc = runner.read_plan(run)
+    try:
+        runner.execute(run, cells, jobs=args.jobs, threads=args.threads, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"{PROG}: interrupted; finished cells are kept. Finish the run with: "
+            f"{shlex.join([PROG, 'run', suite.name, '--out', str(out), '--resume', run.run_id])}",
+            file=sys.stderr,
+        )
+        return 130
+    try:
+        path = runner.write_run_file(run, cells, doc)
+    except runner.RunError as e:
+        fail(str(e), status=1)
+    print(path)
+    return 0
+
+
+def _availability(algorithm: str, backend: str) -> str:
+    """``ok``, or why the (algorithm, backend) pair cannot run on this machine."""
+    import implementations as registry
+
+    reasons = registry.why_not(algorithm, backend)
+    if reasons:
+        return "; ".join(reasons)
+    module = registry.REGISTRY[(algorithm, backend)].split(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return "ok" if found else "not written"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the suites, the problems and which algorithm × backend pairs can run."""
+    import implementations as registry
+    from suites import grids, problems
+
+    print("suites:")
+    for s in grids.SUITES.values():
+        n = len(s.entries) * len(s.backends) * len(s.seeds)
+        print(
+            f"  {s.name:<10} {len(s.entries)} entries x {len(s.backends)} backends ({', '.join(s.backends)})"
+            f" x {len(s.seeds)} seeds = {n} cells   {s.description}"
+        )
+    print("problems:")
+    for p in problems.PROBLEMS.values():
+        print(f"  {p.name:<22} weights={p.weights:<8} loss={p.loss:<8} params={p.n_params:<8} init={p.init}")
+    print("algorithms x backends:")
+    width = max(len(b) for b in registry.BACKENDS) + 2
+    print("  " + " " * 10 + "".join(f"{b:<{width}}" for b in registry.BACKENDS))
+    for alg in registry.ALGORITHMS:
+        cells = [_availability(alg, b) for b in registry.BACKENDS]
+        print(f"  {alg:<10}" + "".join(f"{c:<{width}}" for c in cells))
+    return 0
+
+
+def build_parser() -> Parser:
+    from reports import summary
+    from suites import tune
+
+    parser = Parser(prog=PROG, description="MSA training algorithms benchmark")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_arguments(sub.add_parser("run", help="run a suite, write results/<suite>/<run_id>.parquet"))
+    sub.add_parser("list", help="suites, problems and algorithm x backend availability")
+    tune.add_arguments(sub.add_parser("tune", help="tune the baselines' learning rates -> suites/tuned.json"))
+    summary.add_arguments(sub.add_parser("summary", help="Markdown summary of a run"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m suites`` and the ``msabench`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded as the run's command
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "list":
+        return cmd_list(args)
+    if args.command == "tune":
+        from suites import tune
+
+        return tune.run_from_args(args)
+    from reports import summary
+
+    return summary.run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Suites: declarative grids of problems × labelled hyperparameters × backends × seeds.
+
+A ``Suite`` lists ``Entry``s (a problem, a label, hyperparameters, a step budget and an
+evaluation interval); its cells are entries × backends × seeds. The budgets below are
+named constants so the main job can be fitted to its time budget in one place.
+
+Baseline learning rates (SGD, Adagrad, Adam, STE) of the ``default`` suite come from
+``suites/tuned.json`` when present (written by ``python -m suites tune``, see
+``suites/tune.py``), else from the constants here; the label stays the same either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from implementations import spec
+
+# ---------------------------------------------------------------------------------------
+# Budgets of the default suite (steps; evaluation every ~1/EVAL_POINTS of the budget).
+# ---------------------------------------------------------------------------------------
+SINE_BASELINE_STEPS = 200
+SINE_MSA_STEPS = 60
+MNIST_MLP_STEPS = 700  # 20 epochs of 35 batches of 100
+RESCNN_BASELINE_STEPS = 150
+RESCNN_EMSA_STEPS = 60
+EVAL_POINTS = 10
+DEFAULT_SEEDS = (0, 1, 2)
+
+# The JMLR official configuration (sine toy): the regulariser is part of the loss there.
+JMLR_REG = 1e-3
+SINE_SGD_LR = 0.1
+SINE_ADAGRAD_LR = 0.1
+SINE_ADAM_LR = 0.005
+# The JMLR official configuration of the MNIST residual CNN.
+RESCNN_SGD_LR = 0.01
+RESCNN_ADAGRAD_LR = 0.01
+RESCNN_ADAM_LR = 0.001
+MLP_ADAM_LR = 0.001
+
+# Smoke suite: every algorithm × backend, a few steps.
+SMOKE_STEPS = 3
+
+TUNED_PATH = Path(__file__).with_name("tuned.json")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled configuration of a problem: ``steps`` training iterations, evaluated
+    at step 0, every ``eval_every`` steps and at the last step."""
+
+    problem: str
+    label: str
+    hp: Any
+    steps: int
+    eval_every: int
+
+    @property
+    def algorithm(self) -> str:
+        return spec.algorithm_id(self.hp)
+
+    def scaled(self, factor: float) -> Entry:
+        """The entry with its budget and evaluation interval scaled (at least 1 step), so
+        the number of evaluation points stays about the same."""
+        if factor == 1.0:
+            return self
+        steps = max(1, round(self.steps * factor))
+        return dataclasses.replace(self, steps=steps, eval_every=max(1, min(steps, round(self.eval_every * factor))))
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named grid. ``backends`` and ``seeds`` are the defaults the CLI can override."""
+
+    name: str
+    entries: tuple[Entry, ...]
+    backends: tuple[str, ...] = ("reference", "torch")
+    seeds: tuple[int, ...] = (0,)
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        keys = [(e.problem, e.label) for e in self.entries]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"suite {self.name!r} repeats (problem, label): {dupes}")
+        for e in self.entries:
+            if e.steps < 1 or e.eval_every < 1:
+                raise ValueError(f"suite {self.name!r}: {e.problem}/{e.label} needs steps, eval_every >= 1")
+
+
+def _entry(problem: str, label: str, hp: Any, steps: int) -> Entry:
+    return Entry(problem, label, hp, steps, max(1, steps // EVAL_POINTS))
+
+
+def _smoke() -> Suite:
+    def e(problem: str, label: str, hp: Any) -> Entry:
+        return Entry(problem, label, hp, SMOKE_STEPS, SMOKE_STEPS)
+
+    return Suite(
+        "smoke",
+        (
+            e("sine-resnet", "sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG)),
+            e("sine-resnet", "adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG)),
+            e("sine-resnet", "adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG)),
+            e("sine-resnet", "msa", spec.MSA(inner="gd", inner_steps=2)),
+            e("sine-resnet", "emsa", spec.EMSA(rho=1.0, inner="lbfgs", inner_steps=2)),
+            e("digits-mlp-binary", "dmsa-binary", spec.DMSA(levels=2, rho=0.5)),
+            e("digits-mlp-binary", "bc", spec.STE(kind="bc")),
+            e("digits-mlp-ternary", "dmsa-ternary", spec.DMSA(levels=3, rho=0.25)),
+            e("digits-mlp-ternary", "twn", spec.STE(kind="twn")),
+            e("digits-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR)),
+        ),
+        backends=("reference", "torch"),
+        seeds=(0,),
+        description="every algorithm on every backend, 3 steps: does everything run?",
+    )
+
+
+def _default() -> Suite:
+    sine = [
+        ("emsa", spec.EMSA(rho=1.0, reg=JMLR_REG), SINE_MSA_STEPS),
+        ("msa", spec.MSA(reg=JMLR_REG), SINE_MSA_STEPS),
+        ("sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
+        ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
+        ("adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
+    ]
+    zero_labels = ("emsa", "sgd", "adam")
+    entries = [_entry("sine-resnet", label, hp, steps) for label, hp, steps in sine]
+    entries += [_entry("sine-resnet-zero", label, hp, steps) for label, hp, steps in sine if label in zero_labels]
+    entries += [
+        _entry("mnist5k-mlp-binary", "dmsa-binary", spec.DMSA(levels=2, rho=0.5), MNIST_MLP_STEPS),
+        _entry("mnist5k-mlp-binary", "bc", spec.STE(kind="bc"), MNIST_MLP_STEPS),
+        _entry("mnist5k-mlp-ternary", "dmsa-ternary", spec.DMSA(levels=3, rho=0.25), MNIST_MLP_STEPS),
+        _entry("mnist5k-mlp-ternary", "twn", spec.STE(kind="twn"), MNIST_MLP_STEPS),
+        _entry("mnist5k-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR), MNIST_MLP_STEPS),
+        _entry("mnist5k-rescnn", "emsa", spec.EMSA(rho=0.03, reg=JMLR_REG), RESCNN_EMSA_STEPS),
+        _entry("mnist5k-rescnn", "sgd", spec.SGD(lr=RESCNN_SGD_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
+        _entry("mnist5k-rescnn", "adagrad", spec.Adagrad(lr=RESCNN_ADAGRAD_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
+        _entry("mnist5k-rescnn", "adam", spec.Adam(lr=RESCNN_ADAM_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
+    ]
+    return Suite(
+        "default",
+        tuple(entries),
+        backends=("torch",),
+        seeds=DEFAULT_SEEDS,
+        description="the main job: E-MSA and discrete MSA against tuned baselines, 3 seeds",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Tuned learning rates
+# ---------------------------------------------------------------------------------------
+
+
+def is_baseline(hp: Any) -> bool:
+    """Entries whose learning rate is tuned: the gradient baselines and STE."""
+    return isinstance(hp, (spec.SGD, spec.Adagrad, spec.Adam, spec.STE))
+
+
+def load_tuned(path: Path = TUNED_PATH) -> dict[str, dict[str, Any]]:
+    """``{suite: {"problem/label": record}}`` from a ``tune`` output; ``{}`` when absent.
+    Raises ``ValueError`` (one line) for a file that is not a tune output."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        suites = data["suites"]
+        if not isinstance(suites, dict):
+            raise TypeError("'suites' is not an object")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a tune output ({type(e).__name__}: {e})") from None
+    return suites
+
+
+def apply_tuned(suite: Suite, tuned: dict[str, dict[str, Any]]) -> Suite:
+    """The suite with its baselines' ``lr`` replaced by the tuned choice, where one exists."""
+    records = tuned.get(suite.name, {})
+    entries = []
+    for e in suite.entries:
+        record = records.get(f"{e.problem}/{e.label}")
+        if record is not None and is_baseline(e.hp) and record.get("choice") is not None:
+            e = dataclasses.replace(e, hp=dataclasses.replace(e.hp, lr=float(record["choice"])))
+        entries.append(e)
+    return dataclasses.replace(suite, entries=tuple(entries))
+
+
+#: suites before tuning (what ``tune`` searches around).
+UNTUNED: dict[str, Suite] = {s.name: s for s in (_smoke(), _default())}
+
+
+def build_suites(tuned: dict[str, dict[str, Any]]) -> dict[str, Suite]:
+    """Every suite with ``tuned`` learning rates applied."""
+    return {name: apply_tuned(s, tuned) for name, s in UNTUNED.items()}
+
+
+#: set when ``tuned.json`` exists but cannot be read; the constants are used then.
+TUNED_WARNING: str | None = None
+try:
+    SUITES: dict[str, Suite] = build_suites(load_tuned())
+except ValueError as _e:
+    TUNED_WARNING = f"{_e}; using the default learning rates"
+    SUITES = dict(UNTUNED)
+
+
+def get_suite(name: str) -> Suite:
+    """The registered suite, or a one-line ``KeyError`` naming the known ones."""
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise KeyError(f"unknown suite {name!r} (known: {', '.join(SUITES)})") from None

@@ -1,0 +1,733 @@
+"""The runner: turns a suite into cells, trains each cell, writes tidy result rows.
+
+A *cell* is one training run (problem, labelled hyperparameters, backend, seed, dtype,
+device). Cells are independent tasks handed to a ``concurrent.futures.Executor``: the
+in-process ``SerialExecutor`` by default, a process pool for ``jobs > 1``.
+
+Layout of a run under the output root ``out``::
+
+    out/<suite>/<run_id>/run.json             the plan: options, provenance, every cell
+    out/<suite>/<run_id>/cells/<cell_id>.parquet   one part per finished cell (atomic)
+    out/<suite>/<run_id>.parquet              the run file: all parts + metadata
+
+``resume`` re-runs the cells of ``run.json`` that have no part file, then writes the run
+file, so an interrupted run loses at most the cells that were in flight.
+
+Timing contract (shared/DESIGN.md): only ``trainer.step`` is inside the clock. The first
+step is a block of its own (``compile_s``); the remaining steps are timed in blocks that
+end at evaluation points (and at most ``MAX_BLOCK`` steps long, so the pre-staged batches
+stay small), with ``trainer.sync`` at both edges of every block. Batches are moved to the
+device with ``trainer.put`` before the block starts, and step metrics (device scalars) are
+only read after the block has been timed. Evaluation runs outside the clock.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import platform
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import implementations as registry
+from implementations import spec
+from suites import grids, problems, schema
+
+#: evaluation inputs are fed to ``predict`` in chunks of at most this many rows.
+EVAL_CHUNK = 1000
+#: the fixed train subset evaluated at every point: the first this-many train samples.
+TRAIN_EVAL_SAMPLES = 1000
+#: longest timed block; blocks between evaluation points are split to stage fewer batches.
+MAX_BLOCK = 50
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]*$")
+
+
+class RunError(ValueError):
+    """Bad input to a run (unknown names, a missing run to resume); one-line message."""
+
+
+# ---------------------------------------------------------------------------------------
+# Cells
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run. ``dtype`` is the dtype actually used (the reference backend
+    always runs float64)."""
+
+    problem: str
+    label: str
+    hp: Any
+    backend: str
+    seed: int
+    steps: int
+    eval_every: int
+    dtype: str
+    device: str
+
+    @property
+    def algorithm(self) -> str:
+        return spec.algorithm_id(self.hp)
+
+    @property
+    def cell_id(self) -> str:
+        """A stable, file-name-safe slug, e.g. ``sine-resnet.emsa.torch.float32.s0``."""
+        raw = f"{self.problem}.{self.label}.{self.backend}.{self.dtype}.s{self.seed}"
+        return re.sub(r"[^a-z0-9._-]+", "-", raw.lower())
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hp"] = {"algorithm": self.algorithm, "fields": spec.hp_fields(self.hp)}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Cell:
+        by_id = {c.__name__.lower(): c for c in spec.HYPERPARAMETERS}
+        hp_cls = by_id.get(d["hp"]["algorithm"])
+        if hp_cls is None:
+            raise RunError(f"run.json names an unknown algorithm {d['hp']['algorithm']!r}")
+        return cls(**{**d, "hp": hp_cls(**d["hp"]["fields"])})
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise RunError(f"unknown device {device!r} (choose from auto, cpu, cuda)")
+    if device != "auto":
+        return device
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def plan(
+    suite: grids.Suite,
+    *,
+    backends: Iterable[str] | None = None,
+    seeds: Iterable[int] | None = None,
+    steps_scale: float = 1.0,
+    dtype: str = "float32",
+    device: str = "cpu",
+    problems_filter: Iterable[str] | None = None,
+    algorithms_filter: Iterable[str] | None = None,
+) -> list[Cell]:
+    """The suite's cells (entries × backends × seeds), after checking every name.
+
+    Raises ``RunError`` for unknown backends, problems or algorithms in a filter, a bad
+    dtype or scale, or a plan with no cells left.
+    """
+    backends = tuple(backends) if backends else suite.backends
+    seeds = tuple(seeds) if seeds is not None else suite.seeds
+    for b in backends:
+        if b not in registry.BACKENDS:
+            raise RunError(f"unknown backend {b!r} (known: {', '.join(registry.BACKENDS)})")
+    if dtype not in ("float32", "float64"):
+        raise RunError(f"unknown dtype {dtype!r} (choose from float32, float64)")
+    if not (math.isfinite(steps_scale) and steps_scale > 0):
+        raise RunError(f"--steps-scale must be a positive number, got {steps_scale!r}")
+    if not seeds:
+        raise RunError("at least one seed is needed")
+    entries = list(suite.entries)
+    if problems_filter:
+        problems_filter = tuple(problems_filter)
+        for p in problems_filter:
+            if p not in problems.PROBLEMS:
+                raise RunError(f"unknown problem {p!r} (known: {', '.join(problems.PROBLEMS)})")
+        entries = [e for e in entries if e.problem in problems_filter]
+    if algorithms_filter:
+        algorithms_filter = tuple(algorithms_filter)
+        for a in algorithms_filter:
+            if a not in registry.ALGORITHMS:
+                raise RunError(f"unknown algorithm {a!r} (known: {', '.join(registry.ALGORITHMS)})")
+        entries = [e for e in entries if e.algorithm in algorithms_filter]
+    cells = [
+        Cell(
+            problem=e.problem,
+            label=e.label,
+            hp=e.hp,
+            backend=b,
+            seed=int(s),
+            steps=e.steps,
+            eval_every=e.eval_every,
+            dtype="float64" if b == "reference" else dtype,
+            device=device,
+        )
+        for e in (x.scaled(steps_scale) for x in entries)
+        for b in backends
+        for s in seeds
+    ]
+    if not cells:
+        raise RunError(f"no cells of suite {suite.name!r} match the filters")
+    return cells
+
+
+# ---------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------
+
+_VERSIONED = ("numpy", "scipy", "torch", "jax", "jaxlib", "pandas", "pyarrow", "scikit-learn", "mlxtend", "tqdm")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, problem_names: Iterable[str]) -> dict[str, Any]:
+    """Provenance for the run file's metadata: time, git, versions, device, threads and
+    the problems' initialisation choices."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in (*_VERSIONED, "msabench"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    threads: dict[str, int | None] = {"cpu_count": os.cpu_count(), "torch": None}
+    device_name = _cpu_name()
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        threads["torch"] = torch.get_num_threads()
+        if device == "cuda" and torch.cuda.is_available():
+            device_name = torch.cuda.get_device_name()
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain")
+    used = {}
+    for name in sorted(set(problem_names)):
+        p = problems.get_problem(name)
+        used[name] = {"init": p.init, "loss": p.loss, "weights": p.weights, "batch_size": p.batch_size}
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_sha": sha.strip() if sha else None,
+        "git_dirty": None if status is None else bool(status.strip()),
+        "versions": versions,
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": device_name,
+        "threads": threads,
+        "problems": used,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Runs on disk
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where a run lives. ``root`` is None for runs kept in memory (tuning)."""
+
+    suite: str
+    run_id: str
+    root: Path | None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / self.suite / self.run_id
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / self.suite / f"{self.run_id}.parquet"
+
+    def part_path(self, cell: Cell) -> Path:
+        return self.run_dir / "cells" / f"{cell.cell_id}.parquet"
+
+
+def new_run_id() -> str:
+    """A UTC timestamp plus a short random suffix, e.g. ``20261123T150102Z-3fa9``: sorts by
+    time, and two runs started in the same second do not collide."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def start_run(out: Path, suite: str, cells: list[Cell], options: dict[str, Any]) -> Run:
+    """Create the run directory and its ``run.json`` (the plan and the provenance)."""
+    run = Run(suite, new_run_id(), Path(out))
+    device = cells[0].device if cells else "cpu"
+    plan_doc = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "suite": suite,
+        "run_id": run.run_id,
+        "options": options,
+        "environment": environment(device, (c.problem for c in cells)),
+        "cells": [c.to_json() for c in cells],
+    }
+    (run.run_dir / "cells").mkdir(parents=True, exist_ok=False)
+    _write_json(run.run_dir / "run.json", plan_doc)
+    return run
+
+
+def load_run(out: Path, suite: str, run_id: str) -> tuple[Run, list[Cell], dict[str, Any]]:
+    """A started run's (Run, cells, run.json); ``RunError`` when there is no such run."""
+    if not _RUN_ID.match(run_id):
+        raise RunError(f"malformed run id {run_id!r}")
+    run = Run(suite, run_id, Path(out))
+    path = run.run_dir / "run.json"
+    if not path.is_file():
+        raise RunError(f"no run {run_id!r} of suite {suite!r} under {out} (looked for {path})")
+    try:
+        doc = json.loads(path.read_text())
+        cells = [Cell.from_json(c) for c in doc["cells"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{path} is unreadable ({schema.one_line(e)})") from None
+    return run, cells, doc
+
+
+def read_plan(run: Run) -> dict[str, Any]:
+    """The run's ``run.json``."""
+    return json.loads((run.run_dir / "run.json").read_text())
+
+
+def mark_resumed(run: Run, doc: dict[str, Any]) -> None:
+    """Record in ``run.json`` (and in ``doc``) that the run is being resumed now."""
+    doc.setdefault("resumed", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
+    _write_json(run.run_dir / "run.json", doc)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# One cell
+# ---------------------------------------------------------------------------------------
+
+
+def _as_float(v: Any) -> float:
+    """A device scalar (torch, JAX or NumPy) as a host float; several values are summed."""
+    if hasattr(v, "detach"):  # torch: leave the graph and the device without importing torch here
+        v = v.detach().cpu()
+    return float(np.asarray(v, dtype=np.float64).sum())
+
+
+def _block_ends(steps: int, eval_every: int) -> tuple[list[int], set[int]]:
+    """Step counts at which timed blocks end, and the evaluation points (besides 0)."""
+    evals = set(range(eval_every, steps + 1, eval_every)) | {steps}
+    ends, done = [], 0
+    for target in sorted(evals | {1}):
+        while done >= 1 and target - done > MAX_BLOCK:
+            done += MAX_BLOCK
+            ends.append(done)
+        ends.append(target)
+        done = target
+    return ends, evals
+
+
+def _eval_sets(problem: problems.Problem) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    x, y = problem.arrays("train")
+    return {
+        "train": (x[:TRAIN_EVAL_SAMPLES], y[:TRAIN_EVAL_SAMPLES]),
+        "val": problem.arrays("val"),
+        "test": problem.arrays("test"),
+    }
+
+
+def evaluate(trainer: spec.Trainer, state: Any, problem: problems.Problem, sets: dict) -> dict[str, Any]:
+    """Losses and accuracies on the fixed train subset, val and test, and the non-zero
+    fractions of the effective parameters (overall and per layer with a weight W)."""
+    out: dict[str, Any] = {}
+    for split, (x, y) in sets.items():
+        z = np.concatenate(
+            [np.asarray(trainer.predict(state, x[i : i + EVAL_CHUNK])) for i in range(0, len(x), EVAL_CHUNK)]
+        )
+        out[f"{split}_loss"] = problem.loss_value(z, y)
+        out[f"{split}_acc"] = problem.accuracy(z, y)
+    params = [np.asarray(p) for p in trainer.get(state)]
+    out["nonzero_frac"] = sum(int(np.count_nonzero(p)) for p in params) / problem.n_params
+    per_layer = []
+    for layer, sl in zip(problem.layers, spec.layer_slices(problem.layers)):
+        if "W" in layer.param_names:
+            w = params[sl][layer.param_names.index("W")]
+            per_layer.append(np.count_nonzero(w) / w.size)
+    out["layer_nonzero_frac"] = per_layer
+    return out
+
+
+def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
+    """Train one cell and return its rows; never raises for a failing cell (the failure
+    becomes a ``diverged``/``error``/``skipped`` row). When ``run.root`` is set the rows
+    are also written atomically as the cell's part file."""
+    base = {
+        "suite": run.suite,
+        "run_id": run.run_id,
+        "cell_id": cell.cell_id,
+        "problem": cell.problem,
+        "algorithm": cell.algorithm,
+        "label": cell.label,
+        "backend": cell.backend,
+        "device": cell.device,
+        "dtype": cell.dtype,
+        "seed": cell.seed,
+        "concurrency": concurrency,
+        **schema.hp_columns(cell.hp),
+    }
+    tb: str | None = None
+    try:
+        rows = _train(cell, base, progress)
+    except Exception as e:  # noqa: BLE001 - a failing cell is a row, never a dead suite
+        tb = traceback.format_exc()
+        rows = [{**base, "step": 0, "epoch": 0.0, "status": "error", "reason": schema.one_line(e)}]
+    if rows and isinstance(rows[-1].get("_traceback"), str):
+        tb = rows[-1].pop("_traceback")
+    df = schema.frame(rows)
+    if run.root is not None:
+        part = run.part_path(cell)
+        if tb:
+            part.with_suffix(".traceback.txt").write_text(tb)
+        schema.write_parquet(df, part, {"suite": run.suite, "run_id": run.run_id, "cell_id": cell.cell_id})
+    return df
+
+
+def _skip_reasons(cell: Cell, problem: problems.Problem) -> list[str]:
+    return list(registry.why_not(cell.hp, cell.backend, problem, cell.device))
+
+
+def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | None) -> list[dict[str, Any]]:
+    problem = problems.get_problem(cell.problem)
+    reasons = _skip_reasons(cell, problem)
+    if reasons:
+        return [{**base, "step": 0, "epoch": 0.0, "status": "skipped", "reason": "; ".join(reasons)}]
+    try:
+        make = registry.get(cell.algorithm, cell.backend)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("implementations"):
+            raise
+        reason = f"{e.name} is not available here ({schema.one_line(e)})"
+        return [{**base, "step": 0, "epoch": 0.0, "status": "skipped", "reason": reason}]
+
+    rows: list[dict[str, Any]] = []
+    per_epoch = problem.steps_per_epoch
+    done = 0
+    time_s = 0.0
+    compile_s = math.nan
+    block_ms: list[float] = []
+    flips: float | None = None  # None until the algorithm reports flips
+
+    def row(step: int, metrics: dict[str, Any], status: str = "ok", reason: str = "") -> dict[str, Any]:
+        return {
+            **base,
+            "step": step,
+            "epoch": step / per_epoch,
+            "time_s": time_s,
+            **metrics,
+            "flips": math.nan if flips is None else flips,
+            "status": status,
+            "reason": reason,
+        }
+
+    try:
+        trainer = make(problem, cell.hp, dtype=cell.dtype, device=cell.device, seed=cell.seed)
+        state = trainer.init(problem.init_params(cell.seed))
+        batches = problem.batches("train", cell.seed)
+        sets = _eval_sets(problem)
+        first = evaluate(trainer, state, problem, sets)
+        if not math.isfinite(first["train_loss"]):
+            rows.append(row(0, first, "diverged", "non-finite training loss at step 0"))
+            return _finish(rows, compile_s, block_ms)
+        rows.append(row(0, first))
+        ends, evals = _block_ends(cell.steps, cell.eval_every)
+        for end in ends:
+            n = end - done
+            staged = [trainer.put(next(batches)) for _ in range(n)]  # host->device outside the clock
+            collected = []
+            trainer.sync(state)
+            t0 = time.perf_counter()
+            for batch in staged:
+                state, m = trainer.step(state, batch)
+                collected.append(m)
+            trainer.sync(state)
+            dt = time.perf_counter() - t0
+            del staged
+            if done == 0:
+                compile_s = dt
+            else:
+                time_s += dt
+                block_ms.append(1000.0 * dt / n)
+            bad_step = None
+            for k, m in enumerate(collected, start=done + 1):
+                if "loss" in m and bad_step is None and not math.isfinite(_as_float(m["loss"])):
+                    bad_step = k
+                if "flips" in m:
+                    flips = (flips or 0.0) + _as_float(m["flips"])
+            done = end
+            if progress is not None:
+                progress(n)
+            if bad_step is not None:
+                try:
+                    metrics = evaluate(trainer, state, problem, sets)
+                except Exception:  # noqa: BLE001 - a diverged state may not even evaluate; it stays diverged
+                    metrics = {}
+                rows.append(row(end, metrics, "diverged", f"non-finite training loss at step {bad_step}"))
+                break
+            if end in evals:
+                metrics = evaluate(trainer, state, problem, sets)
+                if not math.isfinite(metrics["train_loss"]):
+                    rows.append(row(end, metrics, "diverged", f"non-finite training loss at step {end}"))
+                    break
+                rows.append(row(end, metrics))
+                flips = 0.0 if flips is not None else None
+    except Exception as e:  # noqa: BLE001 - a failing cell is a row, never a dead suite
+        rows.append({**row(done, {}, "error", schema.one_line(e)), "_traceback": traceback.format_exc()})
+    return _finish(rows, compile_s, block_ms)
+
+
+def _finish(rows: list[dict[str, Any]], compile_s: float, block_ms: list[float]) -> list[dict[str, Any]]:
+    """Fill the per-cell timing columns on every row; give step 0 zero flips when the
+    algorithm reports flips at all (none can have happened before training)."""
+    ms = statistics.median(block_ms) if block_ms else math.nan
+    has_flips = any(isinstance(r.get("flips"), float) and not math.isnan(r["flips"]) for r in rows[1:])
+    for r in rows:
+        r["compile_s"] = compile_s
+        r["ms_per_step"] = ms
+        if has_flips and r["step"] == 0:
+            r["flips"] = 0.0
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Many cells
+# ---------------------------------------------------------------------------------------
+
+
+class SerialExecutor(cf.Executor):
+    """An ``Executor`` that runs each task in the calling thread at ``submit``: cells run
+    one at a time, in order, with the progress bar updated from inside the cell."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: cf.Future = cf.Future()
+        if not future.set_running_or_notify_cancel():
+            return future
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise  # Ctrl-C stops the run; finished cells keep their part files
+        else:
+            future.set_result(result)
+        return future
+
+
+def set_threads(threads: int) -> None:
+    """Fix the intra-op thread count of this process (torch, and the OpenMP/BLAS pools
+    of libraries imported later). On a busy 2-core machine torch's default of one thread
+    per core made a 2 ms step take 200 ms, so the count is worth fixing and recording."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def worker_threads(jobs: int) -> int:
+    """Intra-op threads per worker when ``jobs`` workers share this machine's CPUs."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def process_executor(jobs: int, threads: int | None = None) -> cf.ProcessPoolExecutor:
+    """A pool of ``jobs`` spawned workers (fork is unsafe once torch/JAX started threads),
+    each with ``threads`` intra-op threads (default: the CPUs shared out, at least 1)."""
+    threads = threads or worker_threads(jobs)
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=set_threads, initargs=(threads,))
+
+
+def execute(
+    run: Run,
+    cells: list[Cell],
+    *,
+    jobs: int = 1,
+    threads: int | None = None,
+    executor: cf.Executor | None = None,
+    concurrency: int | None = None,
+    show_progress: bool = True,
+    log: TextIO | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Run the cells that have no part file yet; return their rows by ``cell_id``.
+
+    ``executor`` defaults to ``SerialExecutor`` (``jobs == 1``) or a process pool whose
+    workers use ``threads`` intra-op threads each (see ``process_executor``);
+    ``concurrency`` (recorded on every row) defaults to ``min(jobs, cells to run)``.
+    A failing cell becomes an ``error`` row; the other cells go on.
+    """
+    log = log or sys.stderr
+    todo = [c for c in cells if run.root is None or not run.part_path(c).exists()]
+    if concurrency is None:
+        concurrency = max(1, min(jobs, len(todo)))
+    own = executor is None
+    if executor is None:
+        executor = SerialExecutor() if jobs <= 1 else process_executor(jobs, threads)
+    in_process = not isinstance(executor, cf.ProcessPoolExecutor)
+    bar = tqdm(total=sum(c.steps for c in todo), file=log, unit="step", disable=not show_progress, dynamic_ncols=True)
+    reported: dict[str, int] = {}
+    results: dict[str, pd.DataFrame] = {}
+
+    def progress_for(cell: Cell) -> Callable[[int], None] | None:
+        if not in_process:
+            return None  # a bound tqdm method cannot cross a process boundary
+
+        def progress(n: int) -> None:
+            reported[cell.cell_id] = reported.get(cell.cell_id, 0) + n
+            bar.update(n)
+
+        return progress
+
+    def finish(future: cf.Future, cell: Cell) -> None:
+        try:
+            df = future.result()
+        except Exception as e:  # noqa: BLE001 - the worker died or the part could not be written
+            df = _error_frame(run, cell, concurrency, e)
+        results[cell.cell_id] = df
+        if not in_process:
+            bar.set_description_str(f"{len(results)}/{len(todo)} cells")
+        bar.update(cell.steps - reported.get(cell.cell_id, 0))
+        last = df.iloc[-1]
+        if last["status"] != "ok":
+            tqdm.write(f"{cell.cell_id}: {last['status']}: {last['reason']}", file=log)
+
+    try:
+        pending: dict[cf.Future, Cell] = {}
+        for cell in todo:
+            if in_process:
+                bar.set_description_str(cell.cell_id)
+            future = executor.submit(run_cell, cell, run, concurrency, progress_for(cell))
+            if future.done():
+                finish(future, cell)
+            else:
+                pending[future] = cell
+        for future in cf.as_completed(pending):
+            finish(future, pending[future])
+    finally:
+        bar.close()
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd.DataFrame:
+    row = {
+        "suite": run.suite,
+        "run_id": run.run_id,
+        "cell_id": cell.cell_id,
+        "problem": cell.problem,
+        "algorithm": cell.algorithm,
+        "label": cell.label,
+        "backend": cell.backend,
+        "device": cell.device,
+        "dtype": cell.dtype,
+        "seed": cell.seed,
+        "concurrency": concurrency,
+        "step": 0,
+        "epoch": 0.0,
+        "status": "error",
+        "reason": schema.one_line(e),
+        **schema.hp_columns(cell.hp),
+    }
+    df = schema.frame([row])
+    if run.root is not None:
+        try:
+            schema.write_parquet(df, run.part_path(cell), {"suite": run.suite, "run_id": run.run_id})
+        except OSError:
+            pass  # the run file step reports the missing part
+    return df
+
+
+def write_run_file(run: Run, cells: list[Cell], doc: dict[str, Any]) -> Path:
+    """Concatenate the cells' parts, in plan order, into the run file with its metadata."""
+    frames, missing = [], []
+    for cell in cells:
+        part = run.part_path(cell)
+        if part.exists():
+            frames.append(schema.read_results(part)[0])
+        else:
+            missing.append(cell.cell_id)
+    if missing:
+        raise RunError(f"run {run.run_id} lacks parts for {len(missing)} cells (first: {missing[0]}); resume it")
+    df = pd.concat(frames, ignore_index=True)
+    meta = {
+        "suite": run.suite,
+        "run_id": run.run_id,
+        **doc["environment"],
+        "options": doc["options"],
+        "resumed": doc.get("resumed", []),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cells": len(cells),
+    }
+    return schema.write_parquet(df, run.run_file, meta)
+
+
+def run_suite(
+    suite: grids.Suite,
+    cells: list[Cell],
+    *,
+    out: Path,
+    options: dict[str, Any],
+    jobs: int = 1,
+    threads: int | None = None,
+    executor: cf.Executor | None = None,
+    show_progress: bool = True,
+    log: TextIO | None = None,
+) -> Path:
+    """Start a run of ``cells``, execute them and write the run file; return its path."""
+    run = start_run(Path(out), suite.name, cells, options)
+    doc = read_plan(run)
+    execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
+    return write_run_file(run, cells, doc)
+
+
+def resume(
+    out: Path,
+    suite: str,
+    run_id: str,
+    *,
+    jobs: int = 1,
+    threads: int | None = None,
+    executor: cf.Executor | None = None,
+    show_progress: bool = True,
+    log: TextIO | None = None,
+) -> Path:
+    """Run the cells of an interrupted run that have no part file; write the run file."""
+    run, cells, doc = load_run(Path(out), suite, run_id)
+    mark_resumed(run, doc)
+    execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
+    return write_run_file(run, cells, doc)

@@ -1,0 +1,273 @@
+"""Every torch trainer against the float64 reference, after each of 7 steps.
+
+One table of cases (algorithm × hyperparameters × tiny problem), in the style of optax's
+optimizer tests: both backends start from ``problem.init_params(0)``, see the same
+``problem.batches("train", 0)``, run in float64 on the CPU, and after *every* step we
+compare the step's loss and every effective parameter (``get``); after the last step we
+compare ``predict`` on the test split (eval mode, so BN's running statistics are
+compared too). Asserting at every step (as torch's ``test_optim`` does) catches an error
+at the step where it appears instead of after it has been smeared by training.
+
+Tolerances (float64, ε ≈ 2.2e-16). Both backends evaluate the same formulas with
+different operation order (torch's fused ``cross_entropy``, its Adam/Adagrad written as
+``lr/bc1 · m/(√v/√bc2 + eps)``, autograd vs ``jax.grad``), so single ops differ by a few
+ulp, and 7 steps of a ≤ 8-layer net amplify that only mildly: measured worst relative
+differences (parameters, losses, predictions, max over the 7 steps) are ≤ 2e-15 for every
+first-order, MSA-gd, E-MSA-gd/adam, discrete and STE case, and ≤ 2e-13 for E-MSA with
+L-BFGS on the CNN. ``RTOL = 1e-10`` leaves ≥ 500× headroom over that, while differences
+in the math (a lost factor, another convention, a missing term) are orders of magnitude
+larger. Each array is compared with ``atol = rtol · max|entry|`` besides ``rtol``: an
+entry passing through zero carries the rounding of the larger terms it came from.
+
+L-BFGS-B on the sine net is the exception, and its tolerance is measured, not guessed.
+The inner solve is ill-conditioned there: the line search and the quasi-Newton update
+take differences of nearly equal values and gradients. The *reference against itself*,
+with every value and gradient handed to L-BFGS-B perturbed by one ulp, drifts to 2e-9
+relative within 7 steps (with the paper's ρ = 1 it is worse: perturbing only the initial
+parameters by 4e-16 gives 1.7e-6 at step 6, same iteration and evaluation counts, i.e.
+pure amplification, and torch differs by 2.6e-6 there, so no fixed tolerance is
+defensible for ρ = 1 and the table uses ρ = 5). Torch differs from the reference by
+1.0e-9 on this case, the same size as the self-drift. ``LBFGS_RTOL = 1e-7`` is 50× the
+measured self-drift, and ``test_lbfgs_tolerance_is_explained`` re-measures that drift
+and fails if it ever exceeds ``LBFGS_RTOL / 10``, so the tolerance stays explained.
+
+Discrete weights (binary/ternary MSA, BinaryConnect's ±1, TWN's sign pattern t; TWN's
+scale a is a float, compared with ``rtol``) are compared exactly, and so are flip counts. DESIGN.md's trap: exact parity only holds away from the rule's
+thresholds, so each step also checks, from the reference's state, that every entry's
+decision is separated from its threshold by a relative margin far above float64
+rounding; a failure there means "these inputs are too close to a threshold", not "the
+backends differ".
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from implementations import solvers, spec
+from implementations.reference import ste as ref_ste
+from suites.problems import Problem
+from tests import tiny
+
+STEPS = 7
+RTOL = 1e-10  # see module docstring
+LBFGS_RTOL = 1e-7  # E-MSA with L-BFGS-B on the sine net, measured (module docstring)
+MARGIN = 1e-9  # minimal relative distance of a discrete decision from its threshold
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    algorithm: str  # the module name under implementations.<backend>
+    hp: Any
+    problem: Problem
+    rtol: float = RTOL
+
+
+CASES = [
+    Case("sgd-sine", "sgd", spec.SGD(lr=0.05), tiny.SINE),
+    Case("sgd-cnn", "sgd", spec.SGD(lr=0.1, reg=1e-3), tiny.CNN),
+    Case("sgd-momentum-bn", "sgd", spec.SGD(lr=0.05, momentum=0.9, reg=1e-3), tiny.BN_REAL),
+    Case("sgd-momentum-sine", "sgd", spec.SGD(lr=0.02, momentum=0.9), tiny.SINE),
+    Case("adagrad-sine", "adagrad", spec.Adagrad(lr=0.1, reg=1e-3), tiny.SINE),
+    Case("adagrad-bn", "adagrad", spec.Adagrad(lr=0.1), tiny.BN_REAL),
+    Case("adam-bn", "adam", spec.Adam(lr=0.01, reg=1e-3), tiny.BN_REAL),
+    Case("adam-cnn", "adam", spec.Adam(lr=0.01), tiny.CNN),
+    Case("msa-gd-sine", "msa", spec.MSA(inner="gd", inner_steps=3, inner_lr=0.05), tiny.SINE),
+    # ρ = 5 (not the paper's 1.0) on the sine net: see "L-BFGS-B" in the module docstring
+    Case("emsa-lbfgs-sine", "emsa", spec.EMSA(rho=5.0, inner="lbfgs", inner_steps=5), tiny.SINE, LBFGS_RTOL),
+    Case("emsa-lbfgs-cnn", "emsa", spec.EMSA(rho=0.5, inner="lbfgs", inner_steps=3), tiny.CNN),
+    Case("emsa-adam-sine", "emsa", spec.EMSA(rho=1.0, inner="adam", inner_steps=5, inner_lr=0.01), tiny.SINE),
+    Case("emsa-gd-sine", "emsa", spec.EMSA(rho=1.0, inner="gd", inner_steps=3, inner_lr=0.05), tiny.SINE),
+    Case("emsa-gd-cnn", "emsa", spec.EMSA(rho=0.5, inner="gd", inner_steps=3, inner_lr=0.05), tiny.CNN),
+    Case("dmsa-binary", "dmsa", spec.DMSA(levels=2, rho=0.5, bn_lr=0.01), tiny.BN_BINARY),
+    Case("dmsa-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25, bn_lr=0.01), tiny.BN_TERNARY),
+    Case("ste-bc", "ste", spec.STE(kind="bc", lr=0.01), tiny.BN_BINARY),
+    Case("ste-bc-stochastic", "ste", spec.STE(kind="bc", lr=0.01, stochastic=True), tiny.BN_BINARY),
+    Case("ste-twn", "ste", spec.STE(kind="twn", lr=0.01), tiny.BN_TERNARY),
+]
+
+
+def _make(backend: str, case: Case):
+    module = f"implementations.{backend}.{case.algorithm}"
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        if backend == "reference":
+            raise
+        pytest.skip(f"{module} cannot be imported yet: {e}")
+    return mod.make(case.problem, case.hp, dtype="float64", device="cpu", seed=0)
+
+
+def _discrete_mask(problem: Problem) -> list[bool]:
+    """Which flat parameters are quantized weights."""
+    return [layer.quantized and name == "W" for layer in problem.layers for name in layer.param_names]
+
+
+def _atol(case: Case, reference: np.ndarray) -> float:
+    return case.rtol * (float(np.max(np.abs(reference))) if reference.size else 0.0)
+
+
+def _assert_params(case: Case, k: int, ref: list, got: list) -> None:
+    discrete = _discrete_mask(case.problem)
+    assert len(got) == len(ref)
+    for i, (r, g) in enumerate(zip(ref, got)):
+        where = f"{case.id}: step {k}, param {i} {g.shape}"
+        assert g.shape == r.shape, where
+        if discrete[i] and case.algorithm in ("dmsa", "ste"):
+            # ±1 / {-1, 0, 1} decisions are compared exactly; TWN's a·t has a float scale
+            assert np.array_equal(np.sign(g), np.sign(r)), (
+                f"{where}: {int(np.sum(np.sign(g) != np.sign(r)))} signs differ"
+            )
+            if case.algorithm == "dmsa" or case.hp.kind == "bc":
+                assert np.array_equal(g, r), where
+                continue
+        np.testing.assert_allclose(g, r, rtol=case.rtol, atol=_atol(case, r), err_msg=where)
+
+
+# ---------------------------------------------------------------------------------------
+# distance of the reference's discrete decisions from their thresholds (DESIGN.md trap)
+# ---------------------------------------------------------------------------------------
+
+
+def _dmsa_margin(hp, w_before: list, state_after: dict) -> float:
+    """min over quantized layers and entries of the distance of M̄' to every threshold the
+    rule compares it with (0 for the sign, ±ρ_k for binary, ρ_k(1-2W)+λ and
+    -ρ_k(1+2W)-λ for ternary), relative to max|M̄'|. M̄' is read from the reference
+    trainer's state (``state["m_bar"]``, one array per quantized layer)."""
+    margins = []
+    for w, m in zip(w_before, state_after["m_bar"]):
+        w, m = np.asarray(w), np.asarray(m)
+        target = np.where(m >= 0, 1.0, -1.0) if hp.levels == 2 else np.sign(m)
+        wrong = w != target
+        scale = float(np.max(np.abs(m)))
+        dists = [np.abs(m)]
+        if wrong.any():
+            rho_k = hp.rho * float(np.max(np.abs(m[wrong])))
+            if hp.levels == 2:
+                dists.append(np.abs(np.abs(m) - rho_k))
+            else:
+                dists.append(np.abs(m - (rho_k * (1 - 2 * w) + hp.lam)))
+                dists.append(np.abs(m + rho_k * (1 + 2 * w) + hp.lam))
+        margins.append(float(np.min(np.minimum.reduce(dists))) / scale)
+    return min(margins)
+
+
+def _ste_margin(case: Case, state_before: dict, k: int) -> float:
+    """Distance of the latent weights used at step k (the reference state's ``latent``)
+    from the quantizer's thresholds: 0 (BC), the uniforms (stochastic BC), ±Δ (TWN)."""
+    layers = case.problem.layers
+    flat_layer = [t for t, layer in enumerate(layers) for _ in layer.param_names]
+    margins = []
+    for i, w in enumerate(state_before["latent"]):
+        if not _discrete_mask(case.problem)[i]:
+            continue
+        w = np.asarray(w)
+        if case.hp.kind == "twn":
+            d = np.abs(np.abs(w) - 0.7 * np.mean(np.abs(w)))
+        elif case.hp.stochastic:
+            u = ref_ste.stochastic_uniforms(0, k, flat_layer[i], w.shape)
+            d = np.abs(u - np.clip((w + 1) / 2, 0, 1))
+        else:
+            d = np.abs(w)
+        margins.append(float(np.min(d)))
+    return min(margins)
+
+
+# ---------------------------------------------------------------------------------------
+# the test
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_torch_matches_reference(case: Case):
+    """Loss and every parameter after each of 7 steps, flips exactly (discrete MSA),
+    ``predict`` at the end; see the module docstring for the tolerances."""
+    pytest.importorskip("torch")
+    ref, tor = _make("reference", case), _make("torch", case)
+    problem = case.problem
+    init = problem.init_params(0)
+    rs, ts = ref.init(init), tor.init(init)
+    _assert_params(case, 0, ref.get(rs), tor.get(ts))
+    discrete, trajectory = _discrete_mask(problem), []
+    for k, batch in enumerate(tiny.first_batches(problem, STEPS), start=1):
+        w_before = [w for w, d in zip(ref.get(rs), discrete) if d]
+        if case.algorithm == "ste":
+            margin = _ste_margin(case, rs, k)
+            assert margin > MARGIN, f"{case.id}: step {k}: latent weight {margin:.2e} from a quantizer threshold"
+        rs, rm = ref.step(rs, ref.put(batch))
+        ts, tm = tor.step(ts, tor.put(batch))
+        np.testing.assert_allclose(
+            float(tm["loss"]), float(rm["loss"]), rtol=case.rtol, err_msg=f"{case.id}: step {k} loss"
+        )
+        if case.algorithm == "dmsa":
+            margin = _dmsa_margin(case.hp, w_before, rs)
+            assert margin > MARGIN, f"{case.id}: step {k}: an M̄ entry is {margin:.2e} (relative) from a threshold"
+            assert int(tm["flips"]) == int(rm["flips"]), f"{case.id}: step {k} flips"
+        _assert_params(case, k, ref.get(rs), tor.get(ts))
+        trajectory.append(ref.get(rs))
+    _REFERENCE_RUNS[case.id] = trajectory
+    x = problem.arrays("test")[0]
+    zr, zt = ref.predict(rs, x), tor.predict(ts, x)
+    assert zt.shape == zr.shape
+    np.testing.assert_allclose(zt, zr, rtol=case.rtol, atol=_atol(case, zr), err_msg=f"{case.id}: predict")
+
+
+#: reference parameters after each step, per case id (filled by the parity test, reused
+#: by the L-BFGS guard below so the clean reference run is not paid twice)
+_REFERENCE_RUNS: dict[str, list] = {}
+
+
+def _reference_run(case: Case) -> list[list[np.ndarray]]:
+    trainer = _make("reference", case)
+    state, out = trainer.init(case.problem.init_params(0)), []
+    for batch in tiny.first_batches(case.problem, STEPS):
+        state, _ = trainer.step(state, trainer.put(batch))
+        out.append(trainer.get(state))
+    return out
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.rtol != RTOL], ids=lambda c: c.id)
+def test_lbfgs_tolerance_is_explained(case: Case, monkeypatch):
+    """The reference's own drift when every value and gradient handed to L-BFGS-B is
+    perturbed by one ulp (what a different op order does) stays under ``rtol / 10`` for
+    7 steps: the loosened tolerance of this case is 10× more than rounding needs. A
+    reference-only measurement: it runs without torch."""
+    clean = _REFERENCE_RUNS.get(case.id) or _reference_run(case)
+    rng = np.random.default_rng(0)
+    original = solvers.lbfgs_maximise
+
+    def one_ulp_noise(value_and_grad, theta0, maxiter):
+        def noisy(theta):
+            v, g = value_and_grad(theta)
+            eps = np.finfo(np.float64).eps
+            return v * (1 + eps * rng.choice([-1, 1])), g * (1 + eps * rng.choice([-1, 1], g.shape))
+
+        return original(noisy, theta0, maxiter)
+
+    monkeypatch.setattr(solvers, "lbfgs_maximise", one_ulp_noise)
+    perturbed = _reference_run(case)
+    drift = max(
+        float(np.max(np.abs(a - b))) / float(np.max(np.abs(a)))
+        for step_a, step_b in zip(clean, perturbed)
+        for a, b in zip(step_a, step_b)
+    )
+    assert drift < case.rtol / 10, f"{case.id}: reference self-drift {drift:.1e} ≥ rtol/10 = {case.rtol / 10:.0e}"
+
+
+def test_cases_cover_every_algorithm():
+    """The table exercises every registered algorithm and every inner solver of E-MSA."""
+    from implementations import ALGORITHMS
+
+    assert {c.algorithm for c in CASES} == set(ALGORITHMS)
+    assert {c.hp.inner for c in CASES if c.algorithm == "emsa"} == set(spec.INNER_SOLVERS)
+    assert {(c.hp.levels) for c in CASES if c.algorithm == "dmsa"} == {2, 3}
+    assert {(c.hp.kind, c.hp.stochastic) for c in CASES if c.algorithm == "ste"} == {
+        ("bc", False),
+        ("bc", True),
+        ("twn", False),
+    }

@@ -1,0 +1,271 @@
+"""The runner against a fake backend: timing protocol, outcomes as rows, part files,
+resume, executors; plus the grids and the tuner built on it."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import tiny_suite
+
+import implementations
+from implementations import spec
+from suites import grids, runner, schema, tune
+
+
+def _cells(suite, **kw):
+    return runner.plan(suite, **kw)
+
+
+def _run_one(cell, suite="tiny"):
+    return runner.run_cell(cell, runner.Run(suite, "test", None))
+
+
+def test_rows_at_eval_points_with_timing(fake_backend):
+    cell = _cells(tiny_suite(steps=7, eval_every=3))[0]
+    df = _run_one(cell)
+    schema.validate(df)
+    assert df["step"].tolist() == [0, 3, 6, 7]
+    assert (df["status"] == "ok").all() and (df["reason"] == "").all()
+    assert df["epoch"].tolist() == pytest.approx([s / 10 for s in (0, 3, 6, 7)])  # 1000 samples / batch 100
+    assert df["time_s"].iloc[0] == 0.0
+    assert df["time_s"].is_monotonic_increasing and df["time_s"].iloc[-1] > 0
+    assert df["compile_s"].nunique() == 1 and df["compile_s"].iloc[0] > 0
+    assert df["ms_per_step"].nunique() == 1 and df["ms_per_step"].iloc[0] > 0
+    assert df["flips"].isna().all()  # the algorithm reports none
+    assert (df["concurrency"] == 1).all()
+    assert df["nonzero_frac"].tolist() == [1.0] * 4
+    assert [len(v) for v in df["layer_nonzero_frac"]] == [20] * 4  # 20 residual layers with W
+    assert df["train_loss"].notna().all() and df["test_acc"].isna().all()  # regression: no accuracy
+    assert df["hp_lr"].tolist() == [0.1] * 4 and df["hp_rho"].isna().all()
+
+
+def test_timing_protocol(fake_backend):
+    """The first step is a block of its own; blocks are bracketed by syncs; step metrics
+    are read only after the block's closing sync."""
+    _run_one(_cells(tiny_suite(steps=7, eval_every=3))[0])
+    blocks, inside, current = [], False, 0
+    for ev in fake_backend.events:
+        if ev == "sync":
+            if inside:
+                blocks.append(current)
+            inside, current = not inside, 0
+        elif ev == "step":
+            assert inside, "a step ran outside a timed block"
+            current += 1
+        elif ev == "read":
+            assert not inside, "a metric was read inside a timed block"
+    assert not inside
+    assert blocks == [1, 2, 3, 1]
+
+
+def test_long_blocks_are_split():
+    ends, evals = runner._block_ends(120, 120)
+    assert ends == [1, 51, 101, 120] and evals == {120}
+    ends, evals = runner._block_ends(5, 2)
+    assert ends == [1, 2, 4, 5] and evals == {2, 4, 5}
+
+
+def test_diverged_cell_stops_with_reason(fake_backend):
+    fake_backend.modes["sgd"] = "diverge"
+    fake_backend.bad_step = 4
+    df = _run_one(_cells(tiny_suite(steps=7, eval_every=3))[0])
+    assert df["step"].tolist() == [0, 3, 6]
+    assert df["status"].tolist() == ["ok", "ok", "diverged"]
+    assert df["reason"].iloc[-1] == "non-finite training loss at step 4"
+
+
+def test_error_cell_keeps_rows_and_one_line_reason(fake_backend):
+    fake_backend.modes["sgd"] = "error"
+    fake_backend.bad_step = 5
+    df = _run_one(_cells(tiny_suite(steps=7, eval_every=3))[0])
+    assert df["status"].tolist() == ["ok", "ok", "error"]
+    assert df["step"].tolist() == [0, 3, 3]  # the failing block's steps did not complete
+    assert df["reason"].iloc[-1] == "RuntimeError: fake failure on two lines"
+
+
+def test_skipped_by_why_not_and_by_missing_module(fake_backend):
+    fake_backend.modes.update(sgd="skip", adagrad="missing")
+    cells = _cells(tiny_suite())
+    skipped = _run_one(cells[0])
+    assert skipped["status"].tolist() == ["skipped"]
+    assert skipped["reason"].iloc[0] == "the fake accelerator is unplugged"
+    missing = _run_one(cells[1])
+    assert missing["status"].tolist() == ["skipped"]
+    assert "implementations.fake.adagrad" in missing["reason"].iloc[0]
+    assert not fake_backend.events  # nothing was built or stepped
+
+
+def test_flips_counted_between_eval_points(fake_backend):
+    fake_backend.modes["sgd"] = "flips"
+    df = _run_one(_cells(tiny_suite(steps=7, eval_every=3))[0])
+    assert df["flips"].tolist() == [0.0, 9.0, 9.0, 3.0]
+
+
+def test_suite_continues_past_failures_and_writes_parts(fake_backend, tmp_path):
+    fake_backend.modes.update(sgd="error", adagrad="diverge")
+    suite = tiny_suite()
+    cells = _cells(suite)
+    log = io.StringIO()
+    path = runner.run_suite(suite, cells, out=tmp_path, options={"x": 1}, show_progress=False, log=log)
+    assert path == tmp_path / "tiny" / f"{path.stem}.parquet"
+    df, meta = schema.read_results(path)
+    last = df.groupby("cell_id", sort=False)["status"].last().tolist()
+    assert last == ["error", "diverged", "ok"]
+    assert "sine-resnet.sgd.fake.float32.s0: error: RuntimeError" in log.getvalue()
+    for cell in cells:
+        assert runner.Run("tiny", path.stem, tmp_path).part_path(cell).is_file()
+    assert not list(tmp_path.rglob("*.tmp"))
+    traces = list(tmp_path.rglob("*.traceback.txt"))
+    assert len(traces) == 1 and "fake failure" in traces[0].read_text()
+    for key in ("schema_version", "suite", "run_id", "created", "git_sha", "git_dirty", "versions"):
+        assert key in meta
+    assert meta["options"] == {"x": 1} and meta["problems"]["sine-resnet"]["init"] == "good"
+    assert meta["threads"]["cpu_count"] >= 1 and meta["device_name"]
+
+
+def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
+    suite = tiny_suite(seeds=(0, 1))
+    cells = _cells(suite)
+    path = runner.run_suite(suite, cells, out=tmp_path, options={}, show_progress=False)
+    first, _ = schema.read_results(path)
+    run = runner.Run("tiny", path.stem, tmp_path)
+    # simulate an interruption: one cell's part never written, no run file
+    lost = cells[3]
+    run.part_path(lost).unlink()
+    path.unlink()
+    fake_backend.made.clear()
+    resumed = runner.resume(tmp_path, "tiny", path.stem, show_progress=False)
+    assert resumed == path
+    assert len(fake_backend.made) == 1 and fake_backend.made[0][0] == lost.algorithm
+    again, meta = schema.read_results(path)
+    assert len(again) == len(first)
+    assert again["cell_id"].drop_duplicates().tolist() == [c.cell_id for c in cells]
+    assert len(meta["resumed"]) == 1
+
+
+def test_resume_of_unknown_run_is_an_error(tmp_path):
+    with pytest.raises(runner.RunError, match="no run"):
+        runner.load_run(tmp_path, "tiny", "20260101T000000Z-abcd")
+    with pytest.raises(runner.RunError, match="malformed"):
+        runner.load_run(tmp_path, "tiny", "../etc")
+
+
+def test_thread_pool_executor_records_concurrency(fake_backend, tmp_path):
+    suite = tiny_suite()
+    cells = _cells(suite)
+    run = runner.start_run(tmp_path, "tiny", cells, {})
+    with ThreadPoolExecutor(2) as pool:
+        rows = runner.execute(run, cells, executor=pool, concurrency=2, show_progress=False)
+    assert set(rows) == {c.cell_id for c in cells}
+    assert all((df["concurrency"] == 2).all() for df in rows.values())
+
+
+def test_plan_checks_names_and_scales(fake_backend):
+    suite = tiny_suite(steps=100, eval_every=10)
+    cells = runner.plan(suite, steps_scale=0.05, seeds=(0, 1), dtype="float64")
+    assert len(cells) == 6 and cells[0].steps == 5 and cells[0].eval_every == 1
+    assert all(c.dtype == "float64" for c in cells)
+    assert runner.plan(suite, algorithms_filter=["adam"])[0].label == "adam"
+    assert runner.plan(suite, backends=["reference"])[0].dtype == "float64"  # reference runs float64
+    for kw, msg in (
+        ({"backends": ["nope"]}, "unknown backend"),
+        ({"problems_filter": ["nope"]}, "unknown problem"),
+        ({"algorithms_filter": ["nope"]}, "unknown algorithm"),
+        ({"algorithms_filter": ["emsa"]}, "no cells"),
+        ({"dtype": "float16"}, "unknown dtype"),
+        ({"steps_scale": 0.0}, "steps-scale"),
+    ):
+        with pytest.raises(runner.RunError, match=msg):
+            runner.plan(suite, **kw)
+
+
+def test_cell_json_round_trip():
+    cell = runner.Cell("digits-mlp-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25), "torch", 2, 10, 5, "float32", "cpu")
+    back = runner.Cell.from_json(json.loads(json.dumps(cell.to_json())))
+    assert back == cell and back.cell_id == "digits-mlp-ternary.dmsa.torch.float32.s2"
+
+
+# ---------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------
+
+
+def test_smoke_suite_covers_every_algorithm_and_backend():
+    smoke = grids.UNTUNED["smoke"]
+    assert {e.algorithm for e in smoke.entries} == set(implementations.ALGORITHMS)
+    assert set(smoke.backends) == {"reference", "torch"} and smoke.seeds == (0,)
+    assert all(e.steps == 3 and e.eval_every == 3 for e in smoke.entries)
+    assert {(e.hp.levels, e.problem) for e in smoke.entries if isinstance(e.hp, spec.DMSA)} == {
+        (2, "digits-mlp-binary"),
+        (3, "digits-mlp-ternary"),
+    }
+
+
+def test_default_suite_shape():
+    d = grids.UNTUNED["default"]
+    assert d.backends == ("torch",) and d.seeds == (0, 1, 2)
+    labels = {(e.problem, e.label) for e in d.entries}
+    assert ("sine-resnet", "emsa") in labels and ("mnist5k-mlp-ternary", "twn") in labels
+    emsa = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "emsa"))
+    assert emsa.hp == spec.EMSA(rho=1.0, reg=1e-3) and emsa.steps == grids.SINE_MSA_STEPS
+    adam = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "adam"))
+    assert adam.hp.lr == 0.005 and adam.hp.reg == 1e-3
+    assert all(1 <= e.eval_every <= e.steps for e in d.entries)
+
+
+def test_tuned_learning_rates_are_applied(tmp_path):
+    path = tmp_path / "tuned.json"
+    assert grids.load_tuned(path) == {}
+    tune.write_tuned(path, "default", {"sine-resnet/sgd": {"choice": 0.3}, "sine-resnet/adam": {"choice": None}})
+    suite = grids.apply_tuned(grids.UNTUNED["default"], grids.load_tuned(path))
+    by = {(e.problem, e.label): e for e in suite.entries}
+    assert by["sine-resnet", "sgd"].hp.lr == 0.3
+    assert by["sine-resnet", "adam"].hp.lr == grids.SINE_ADAM_LR  # no choice: default kept
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a tune output"):
+        grids.load_tuned(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Tuning
+# ---------------------------------------------------------------------------------------
+
+
+def test_pick_prefers_best_then_lower_lr():
+    assert tune.pick({0.1: 0.5, 0.3: 0.5, 1.0: 0.9}, maximise=False) == 0.1
+    assert tune.pick({0.1: 0.5, 0.3: 0.9, 1.0: 0.9}, maximise=True) == 0.3
+    assert tune.pick({0.1: None, 0.3: math.nan}, maximise=True) is None
+    assert tune.lr_grid(0.1) == [0.01, 0.03333, 0.1, 0.3, 1.0]
+
+
+def test_tune_picks_the_lr_with_best_val_loss(fake_backend, tmp_path):
+    fake_backend.best_lr = 0.3
+    suite = tiny_suite(steps=2, eval_every=1)
+    records = tune.tune_suite(suite, backend="fake", labels=["sgd"], show_progress=False, command="msabench tune")
+    rec = records["sine-resnet/sgd"]
+    assert rec["choice"] == 0.3 and rec["metric"] == "val_loss" and rec["grid"] == tune.lr_grid(0.1)
+    assert set(rec["status"].values()) == {"ok"}
+    assert sorted(lr for _, lr in fake_backend.made) == rec["grid"]
+    out = tune.write_tuned(tmp_path / "tuned.json", "tiny", records)
+    doc = json.loads(out.read_text())
+    assert doc["suites"]["tiny"]["sine-resnet/sgd"]["choice"] == 0.3
+    tuned = grids.apply_tuned(suite, grids.load_tuned(out))
+    assert tuned.entries[0].hp.lr == 0.3 and tuned.entries[0].label == "sgd"
+
+
+def test_tune_never_picks_a_diverged_lr(fake_backend):
+    fake_backend.modes["adam"] = "diverge"
+    fake_backend.bad_step = 1
+    records = tune.tune_suite(tiny_suite(steps=2, eval_every=1), backend="fake", labels=["adam"], show_progress=False)
+    assert records["sine-resnet/adam"]["choice"] is None
+    assert set(records["sine-resnet/adam"]["status"].values()) == {"diverged"}
+
+
+def test_as_float_sums_and_reads_numpy():
+    assert runner._as_float(np.float32(2.5)) == 2.5
+    assert runner._as_float(np.array([1, 2, 3])) == 6.0
