@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -43,6 +44,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _jobs(text: str) -> int:
+    """``auto`` (0: decided from the device) or a positive integer."""
+    return 0 if text == "auto" else _positive_int(text)
+
+
 #: options that define a run's cells; a resumed run keeps the ones in its run.json.
 _CELL_OPTIONS = ("backend", "device", "dtype", "seeds", "steps_scale", "problem", "algorithm")
 
@@ -54,13 +60,33 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), help="default float32 (reference always float64)")
     p.add_argument("--out", default="results", help="output root (default: results)")
     p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: only cells without a part file")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="cells at once (>1: process pool)")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=0,
+        help="cells at once (>1: process pool; default auto: one per CPU core on cpu, 1 on cuda, "
+        "so that cells never share a GPU)",
+    )
     p.add_argument("--seeds", type=_positive_int, help="use seeds 0..N-1 instead of the suite's")
     p.add_argument("--steps-scale", type=_positive_float, help="multiply every budget and eval interval")
     p.add_argument("--problem", action="append", help="only these problems (repeatable)")
     p.add_argument("--algorithm", action="append", help="only these algorithms (repeatable)")
-    p.add_argument("--threads", type=_positive_int, help="intra-op threads per cell (default: torch's own choice)")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="intra-op threads per cell (default 1: these small problems step fastest, and time most "
+        "reproducibly, on one thread)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _auto_jobs(device: str, n_cells: int) -> int:
+    """One cell per CPU core on the CPU (each on ``--threads`` threads); one at a time on a
+    GPU, whose timings would not be comparable if cells shared it."""
+    if device == "cuda":
+        return 1
+    return max(1, min(os.cpu_count() or 1, n_cells))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -102,6 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=sys.stderr)
 
     # Everything is valid: from here on files are written.
+    if args.resume is None:
+        args.jobs = args.jobs or _auto_jobs(device, len(cells))
+    else:
+        _, resumed_cells, _ = runner.load_run(out, suite.name, args.resume)
+        args.jobs = args.jobs or _auto_jobs(resumed_cells[0].device if resumed_cells else "cpu", len(resumed_cells))
     if args.threads and args.jobs == 1:
         runner.set_threads(args.threads)  # before start_run, so the metadata records it
     if args.resume is not None:

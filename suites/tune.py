@@ -8,7 +8,9 @@ choice is made on the validation split:
 - classification problems: the highest final validation accuracy;
 - regression problems (the sine toy): the lowest final validation loss;
 - ties go to the lower learning rate; diverged or failed runs never win; when every
-  candidate fails the entry keeps its default (``choice`` is null).
+  candidate fails the entry keeps its default (``choice`` is null);
+- when the winner is the grid's largest (smallest) rate, the grid grows by one rate ×3
+  (÷3) past it, at most ``EDGE_EXTENSIONS`` times.
 
 The result goes to ``suites/tuned.json``: per suite and ``problem/label``, the grid, each
 rate's validation metric and status, the choice, the command and the date. Entries of
@@ -36,6 +38,8 @@ from suites import PROG, fail
 #: the learning-rate grid, as multiples of the entry's default.
 FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
 TUNE_SEED = 0
+#: how many times the grid may grow by a factor of 3 past an edge that wins.
+EDGE_EXTENSIONS = 2
 
 
 def lr_grid(default: float, factors: Iterable[float] = FACTORS) -> list[float]:
@@ -50,6 +54,20 @@ def pick(scores: dict[float, float | None], maximise: bool) -> float | None:
     if not valid:
         return None
     return min(valid, key=lambda item: (-item[1] if maximise else item[1], item[0]))[0]
+
+
+def extend_at_edge(scores: dict[float, float | None], maximise: bool) -> float | None:
+    """The next rate to try when the best one sits at an edge of the grid (×3 past the
+    largest, ÷3 past the smallest), else None: a winner at the edge says the optimum may
+    lie outside."""
+    best = pick(scores, maximise)
+    if best is None or len(scores) < 2:
+        return None
+    if best == max(scores):
+        return float(f"{best * 3:.4g}")
+    if best == min(scores):
+        return float(f"{best / 3:.4g}")
+    return None
 
 
 def tune_suite(
@@ -80,41 +98,50 @@ def tune_suite(
         and (not problems_filter or e.problem in problems_filter)
         and (not labels or e.label in labels)
     ]
-    cells, where = [], {}
-    for e in entries:
-        e = e.scaled(steps_scale)
-        for lr in lr_grid(e.hp.lr, factors):
-            cell = runner.Cell(
-                problem=e.problem,
-                label=f"{e.label}@lr={lr:g}",
-                hp=dataclasses.replace(e.hp, lr=lr),
-                backend=backend,
-                seed=TUNE_SEED,
-                steps=e.steps,
-                eval_every=e.steps,  # evaluate at the start and the end only
-                dtype="float64" if backend == "reference" else dtype,
-                device=device,
-            )
-            cells.append(cell)
-            where[cell.cell_id] = (e, lr)
     run = runner.Run(f"tune-{suite.name}", "tune", None)
-    rows = runner.execute(run, cells, jobs=jobs, threads=threads, show_progress=show_progress, log=log)
+    scores: dict[tuple[str, str], dict[float, float | None]] = {(e.problem, e.label): {} for e in entries}
+    statuses: dict[tuple[str, str], dict[float, str]] = {key: {} for key in scores}
+    pending = {(e.problem, e.label): lr_grid(e.hp.lr, factors) for e in entries}
+    for _ in range(1 + EDGE_EXTENSIONS):
+        cells, where = [], {}
+        for e in entries:
+            scaled = e.scaled(steps_scale)
+            for lr in pending.get((e.problem, e.label), []):
+                cell = runner.Cell(
+                    problem=e.problem,
+                    label=f"{e.label}@lr={lr:g}",
+                    hp=dataclasses.replace(e.hp, lr=lr),
+                    backend=backend,
+                    seed=TUNE_SEED,
+                    steps=scaled.steps,
+                    eval_every=scaled.steps,  # evaluate at the start and the end only
+                    dtype="float64" if backend == "reference" else dtype,
+                    device=device,
+                )
+                cells.append(cell)
+                where[cell.cell_id] = ((e.problem, e.label), lr)
+        if not cells:
+            break
+        rows = runner.execute(run, cells, jobs=jobs, threads=threads, show_progress=show_progress, log=log)
+        for cell_id, (key, lr) in where.items():
+            problem = problems.get_problem(key[0])
+            metric = "val_acc" if problem.n_classes is not None else "val_loss"
+            last = rows[cell_id].iloc[-1]
+            statuses[key][lr] = str(last["status"])
+            value = float(last[metric])
+            scores[key][lr] = value if last["status"] == "ok" and math.isfinite(value) else None
+        pending = {}
+        for key, by_lr in scores.items():
+            more = extend_at_edge(by_lr, maximise=problems.get_problem(key[0]).n_classes is not None)
+            if more is not None:
+                pending[key] = [more]
 
     date = datetime.now(UTC).isoformat(timespec="seconds")
     records: dict[str, dict[str, Any]] = {}
     for e in entries:
-        problem = problems.get_problem(e.problem)
-        maximise = problem.n_classes is not None
+        maximise = problems.get_problem(e.problem).n_classes is not None
         metric = "val_acc" if maximise else "val_loss"
-        scores: dict[float, float | None] = {}
-        statuses: dict[float, str] = {}
-        for cell_id, (entry, lr) in where.items():
-            if entry.label != e.label or entry.problem != e.problem:
-                continue
-            last = rows[cell_id].iloc[-1]
-            statuses[lr] = str(last["status"])
-            value = float(last[metric])
-            scores[lr] = value if last["status"] == "ok" and math.isfinite(value) else None
+        by_lr, status = scores[(e.problem, e.label)], statuses[(e.problem, e.label)]
         scaled = e.scaled(steps_scale)
         records[f"{e.problem}/{e.label}"] = {
             "problem": e.problem,
@@ -126,12 +153,12 @@ def tune_suite(
             "seed": TUNE_SEED,
             "steps": scaled.steps,
             "default_lr": e.hp.lr,
-            "grid": sorted(scores),
+            "grid": sorted(by_lr),
             "metric": metric,
             "goal": "max" if maximise else "min",
-            "scores": {f"{lr:g}": s for lr, s in sorted(scores.items())},
-            "status": {f"{lr:g}": s for lr, s in sorted(statuses.items())},
-            "choice": pick(scores, maximise),
+            "scores": {f"{lr:g}": s for lr, s in sorted(by_lr.items())},
+            "status": {f"{lr:g}": s for lr, s in sorted(status.items())},
+            "choice": pick(by_lr, maximise),
             "command": command,
             "date": date,
         }

@@ -86,7 +86,10 @@ def test_run_resume_and_summary(tiny, fake_backend, capsys, tmp_path, monkeypatc
     fake_backend.modes["adagrad"] = "diverge"
     threads = []
     monkeypatch.setattr(runner, "set_threads", threads.append)  # keep this process's torch as it is
-    assert cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "2", "--threads", "1"]) == 0
+    assert (
+        cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "2", "--threads", "1", "--jobs", "1"])
+        == 0
+    )
     assert threads == [1]
     path = Path(capsys.readouterr().out.splitlines()[-1])
     df, meta = schema.read_results(path)
@@ -99,7 +102,7 @@ def test_run_resume_and_summary(tiny, fake_backend, capsys, tmp_path, monkeypatc
     parts[0].unlink()
     path.unlink()
     fake_backend.made.clear()
-    assert cli.main(["run", "tiny", "--out", str(tmp_path), "--resume", path.stem, "--quiet"]) == 0
+    assert cli.main(["run", "tiny", "--out", str(tmp_path), "--resume", path.stem, "--quiet", "--jobs", "1"]) == 0
     assert Path(capsys.readouterr().out.splitlines()[-1]) == path
     assert len(fake_backend.made) == 1
 
@@ -113,7 +116,7 @@ def test_run_resume_and_summary(tiny, fake_backend, capsys, tmp_path, monkeypatc
 
 
 def test_summary_table_statistics(tiny, fake_backend, tmp_path, capsys):
-    cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "3"])
+    cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "3", "--jobs", "1"])
     path = Path(capsys.readouterr().out.splitlines()[-1])
     df, _ = schema.read_results(path)
     t = summary.table(df)

@@ -48,8 +48,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from implementations import solvers, spec
-from implementations.reference import ste as ref_ste
+from implementations import draws, solvers, spec
 from suites.problems import Problem
 from tests import tiny
 
@@ -170,7 +169,7 @@ def _ste_margin(case: Case, state_before: dict, k: int) -> float:
         if case.hp.kind == "twn":
             d = np.abs(np.abs(w) - 0.7 * np.mean(np.abs(w)))
         elif case.hp.stochastic:
-            u = ref_ste.stochastic_uniforms(0, k, flat_layer[i], w.shape)
+            u = draws.stochastic_uniforms(0, k, flat_layer[i], w.shape)
             d = np.abs(u - np.clip((w + 1) / 2, 0, 1))
         else:
             d = np.abs(w)

@@ -269,3 +269,15 @@ def test_tune_never_picks_a_diverged_lr(fake_backend):
 def test_as_float_sums_and_reads_numpy():
     assert runner._as_float(np.float32(2.5)) == 2.5
     assert runner._as_float(np.array([1, 2, 3])) == 6.0
+
+
+def test_tune_grows_the_grid_past_a_winning_edge(fake_backend):
+    """The best rate (3.0) lies outside the initial grid (0.01..1.0): the tuner steps ×3
+    past the winning edge, finds 3.0, tries 9.0, which is worse, and stops there."""
+    fake_backend.best_lr = 3.0
+    records = tune.tune_suite(tiny_suite(steps=2, eval_every=1), backend="fake", labels=["sgd"], show_progress=False)
+    rec = records["sine-resnet/sgd"]
+    assert rec["grid"] == [*tune.lr_grid(0.1), 3.0, 9.0]
+    assert rec["choice"] == 3.0
+    assert tune.extend_at_edge({0.1: 0.5, 0.3: 0.2, 1.0: 0.4}, maximise=False) is None
+    assert tune.extend_at_edge({0.1: 0.9, 0.3: 0.2}, maximise=True) == 0.03333

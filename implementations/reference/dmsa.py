@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from implementations import spec
+from implementations.draws import initial_m_bar
 from implementations.reference import common, optim, pmp
 
 
@@ -64,12 +64,6 @@ def dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam):
     else:
         raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
     return m_bar, w_new, int(jnp.sum(w_new != w))
-
-
-def initial_m_bar(shapes, seed: int) -> list[np.ndarray]:
-    """M̄₀ ~ U(-1e-6, 1e-6) i.i.d., one array per quantized layer, in layer order."""
-    rng = np.random.default_rng([seed, 1])
-    return [rng.uniform(-1e-6, 1e-6, shape) for shape in shapes]
 
 
 def make(problem, hp, *, dtype="float64", device="cpu", seed=0):

@@ -21,21 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from implementations import spec
+from implementations.draws import glorot_scale, stochastic_uniforms
 from implementations.reference import common, optim, pmp
-
-
-def glorot_scale(shape) -> float:
-    """BinaryConnect's per-layer lr scale ``1/sqrt(1.5/(fan_in + fan_out))``."""
-    if len(shape) == 4:  # (c_out, c_in, k, k)
-        fan_in, fan_out = shape[1] * shape[2] * shape[3], shape[0] * shape[2] * shape[3]
-    else:
-        fan_in, fan_out = shape
-    return float(1.0 / np.sqrt(1.5 / (fan_in + fan_out)))
-
-
-def stochastic_uniforms(seed: int, step: int, layer: int, shape) -> np.ndarray:
-    """The uniforms stochastic BinaryConnect compares against, shared by every backend."""
-    return np.random.default_rng([seed, step, layer]).random(shape)
 
 
 def quantize(w, kind: str, u=None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from implementations import spec
-from implementations.reference.dmsa import initial_m_bar
+from implementations.draws import initial_m_bar
 from implementations.torch import common, ops
 
 

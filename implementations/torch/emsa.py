@@ -12,6 +12,10 @@ flows into the inner solver. Inner solvers: ``lbfgs`` (SciPy L-BFGS-B on host fl
 the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``,
 fresh per layer and iteration). With ρ = 0 this is basic MSA and the second-order term is
 skipped (it is multiplied by zero).
+
+Timing note: ``lbfgs`` is host-side by nature (SciPy drives it, as in the official code),
+so each of its function evaluations waits for the device; ``gd`` and ``adam`` never leave
+it. Layers are solved one after another.
 """
 
 from __future__ import annotations

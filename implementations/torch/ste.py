@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from implementations import spec
-from implementations.reference.ste import glorot_scale, stochastic_uniforms
+from implementations.draws import glorot_scale, stochastic_uniforms
 from implementations.torch import common, ops
 
 
