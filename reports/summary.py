@@ -105,6 +105,7 @@ def render(df: pd.DataFrame, meta: dict[str, Any], source: str) -> str:
     if meta.get("git_dirty"):
         git += " (dirty)"
     threads = meta.get("threads") or {}
+    options = meta.get("options") or {}
     lines = [
         f"# {meta.get('suite', '?')}: run {meta.get('run_id', '?')}",
         "",
@@ -112,7 +113,8 @@ def render(df: pd.DataFrame, meta: dict[str, Any], source: str) -> str:
         f"- git: {git}",
         (
             f"- device: {meta.get('device', '?')} ({meta.get('device_name', '?')}), "
-            f"torch threads {threads.get('torch', '?')}, CPUs {threads.get('cpu_count', '?')}"
+            f"{threads.get('per_cell') or options.get('threads') or threads.get('torch', '?')} intra-op "
+            f"thread(s) per cell, {options.get('jobs', '?')} cell(s) at once, CPUs {threads.get('cpu_count', '?')}"
         ),
         f"- created: {meta.get('created', '?')}, finished: {meta.get('finished', '?')}",
         "",

@@ -210,16 +210,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str, problem_names: Iterable[str]) -> dict[str, Any]:
-    """Provenance for the run file's metadata: time, git, versions, device, threads and
-    the problems' initialisation choices."""
+def environment(device: str, problem_names: Iterable[str], per_cell_threads: int | None = None) -> dict[str, Any]:
+    """Provenance for the run file's metadata: time, git, versions, device, threads (the
+    CPU count, this process's torch threads, and the intra-op threads each cell ran with)
+    and the problems' initialisation choices."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in (*_VERSIONED, "msabench"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    threads: dict[str, int | None] = {"cpu_count": os.cpu_count(), "torch": None}
+    threads: dict[str, int | None] = {"cpu_count": os.cpu_count(), "torch": None, "per_cell": per_cell_threads}
     device_name = _cpu_name()
     if importlib.util.find_spec("torch") is not None:
         import torch
@@ -286,7 +287,7 @@ def start_run(out: Path, suite: str, cells: list[Cell], options: dict[str, Any])
         "suite": suite,
         "run_id": run.run_id,
         "options": options,
-        "environment": environment(device, (c.problem for c in cells)),
+        "environment": environment(device, (c.problem for c in cells), options.get("threads")),
         "cells": [c.to_json() for c in cells],
     }
     (run.run_dir / "cells").mkdir(parents=True, exist_ok=False)

@@ -1,12 +1,12 @@
 """Learning-rate tuning of the baselines: ``python -m suites tune [--suite default]``.
 
-For every baseline entry of the suite (SGD, Adagrad, Adam, STE) the runner trains one
-seed for the entry's own step budget at each learning rate of a grid around the entry's
+For every baseline entry of the suite (SGD, Adagrad, Adam, STE) the runner trains
+``TUNE_SEEDS`` for the entry's own step budget at each learning rate of a grid around the entry's
 constant default, ``lr × FACTORS``; the training uses the train split only and the
 choice is made on the validation split:
 
-- classification problems: the highest final validation accuracy;
-- regression problems (the sine toy): the lowest final validation loss;
+- classification problems: the highest final validation accuracy (mean over the seeds);
+- regression problems (the sine toy): the lowest final validation loss (mean over the seeds);
 - ties go to the lower learning rate; diverged or failed runs never win; when every
   candidate fails the entry keeps its default (``choice`` is null);
 - when the winner is the grid's largest (smallest) rate, the grid grows by one rate ×3
@@ -37,7 +37,10 @@ from suites import PROG, fail
 
 #: the learning-rate grid, as multiples of the entry's default.
 FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
-TUNE_SEED = 0
+#: every rate is trained from these seeds; its score is the mean, and a seed that fails
+#: or goes non-finite disqualifies the rate (one lucky seed must not pick a rate at the
+#: edge of stability).
+TUNE_SEEDS = (0, 1)
 #: how many times the grid may grow by a factor of 3 past an edge that wins.
 EDGE_EXTENSIONS = 2
 
@@ -107,29 +110,33 @@ def tune_suite(
         for e in entries:
             scaled = e.scaled(steps_scale)
             for lr in pending.get((e.problem, e.label), []):
-                cell = runner.Cell(
-                    problem=e.problem,
-                    label=f"{e.label}@lr={lr:g}",
-                    hp=dataclasses.replace(e.hp, lr=lr),
-                    backend=backend,
-                    seed=TUNE_SEED,
-                    steps=scaled.steps,
-                    eval_every=scaled.steps,  # evaluate at the start and the end only
-                    dtype="float64" if backend == "reference" else dtype,
-                    device=device,
-                )
-                cells.append(cell)
-                where[cell.cell_id] = ((e.problem, e.label), lr)
+                for seed in TUNE_SEEDS:
+                    cell = runner.Cell(
+                        problem=e.problem,
+                        label=f"{e.label}@lr={lr:g}",
+                        hp=dataclasses.replace(e.hp, lr=lr),
+                        backend=backend,
+                        seed=seed,
+                        steps=scaled.steps,
+                        eval_every=scaled.steps,  # evaluate at the start and the end only
+                        dtype="float64" if backend == "reference" else dtype,
+                        device=device,
+                    )
+                    cells.append(cell)
+                    where[cell.cell_id] = ((e.problem, e.label), lr)
         if not cells:
             break
         rows = runner.execute(run, cells, jobs=jobs, threads=threads, show_progress=show_progress, log=log)
+        finals: dict[tuple[tuple[str, str], float], list[tuple[str, float]]] = {}
         for cell_id, (key, lr) in where.items():
             problem = problems.get_problem(key[0])
             metric = "val_acc" if problem.n_classes is not None else "val_loss"
             last = rows[cell_id].iloc[-1]
-            statuses[key][lr] = str(last["status"])
-            value = float(last[metric])
-            scores[key][lr] = value if last["status"] == "ok" and math.isfinite(value) else None
+            finals.setdefault((key, lr), []).append((str(last["status"]), float(last[metric])))
+        for (key, lr), runs in finals.items():
+            statuses[key][lr] = ",".join(status for status, _ in runs)
+            good = all(status == "ok" and math.isfinite(value) for status, value in runs)
+            scores[key][lr] = sum(value for _, value in runs) / len(runs) if good else None
         pending = {}
         for key, by_lr in scores.items():
             more = extend_at_edge(by_lr, maximise=problems.get_problem(key[0]).n_classes is not None)
@@ -150,7 +157,7 @@ def tune_suite(
             "backend": backend,
             "device": device,
             "dtype": dtype,
-            "seed": TUNE_SEED,
+            "seeds": list(TUNE_SEEDS),
             "steps": scaled.steps,
             "default_lr": e.hp.lr,
             "grid": sorted(by_lr),

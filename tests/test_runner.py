@@ -249,8 +249,8 @@ def test_tune_picks_the_lr_with_best_val_loss(fake_backend, tmp_path):
     records = tune.tune_suite(suite, backend="fake", labels=["sgd"], show_progress=False, command="msabench tune")
     rec = records["sine-resnet/sgd"]
     assert rec["choice"] == 0.3 and rec["metric"] == "val_loss" and rec["grid"] == tune.lr_grid(0.1)
-    assert set(rec["status"].values()) == {"ok"}
-    assert sorted(lr for _, lr in fake_backend.made) == rec["grid"]
+    assert set(rec["status"].values()) == {"ok,ok"} and rec["seeds"] == list(tune.TUNE_SEEDS)
+    assert sorted(lr for _, lr in fake_backend.made) == sorted(rec["grid"] * len(tune.TUNE_SEEDS))
     out = tune.write_tuned(tmp_path / "tuned.json", "tiny", records)
     doc = json.loads(out.read_text())
     assert doc["suites"]["tiny"]["sine-resnet/sgd"]["choice"] == 0.3
@@ -263,7 +263,7 @@ def test_tune_never_picks_a_diverged_lr(fake_backend):
     fake_backend.bad_step = 1
     records = tune.tune_suite(tiny_suite(steps=2, eval_every=1), backend="fake", labels=["adam"], show_progress=False)
     assert records["sine-resnet/adam"]["choice"] is None
-    assert set(records["sine-resnet/adam"]["status"].values()) == {"diverged"}
+    assert set(records["sine-resnet/adam"]["status"].values()) == {"diverged,diverged"}
 
 
 def test_as_float_sums_and_reads_numpy():
@@ -281,3 +281,14 @@ def test_tune_grows_the_grid_past_a_winning_edge(fake_backend):
     assert rec["choice"] == 3.0
     assert tune.extend_at_edge({0.1: 0.5, 0.3: 0.2, 1.0: 0.4}, maximise=False) is None
     assert tune.extend_at_edge({0.1: 0.9, 0.3: 0.2}, maximise=True) == 0.03333
+
+
+def test_tune_disqualifies_a_rate_that_fails_on_one_seed(fake_backend):
+    """The best rate on seed 0 (0.3) diverges on seed 1: the tuner must not pick it."""
+    fake_backend.best_lr = 0.3
+    fake_backend.bad_step = 1
+    fake_backend.unstable = {(0.3, 1)}
+    records = tune.tune_suite(tiny_suite(steps=2, eval_every=1), backend="fake", labels=["sgd"], show_progress=False)
+    rec = records["sine-resnet/sgd"]
+    assert rec["status"]["0.3"] == "ok,diverged" and rec["scores"]["0.3"] is None
+    assert rec["choice"] not in (0.3, None)
