@@ -383,11 +383,9 @@ def evaluate(trainer: spec.Trainer, state: Any, problem: problems.Problem, sets:
     return out
 
 
-def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
-    """Train one cell and return its rows; never raises for a failing cell (the failure
-    becomes a ``diverged``/``error``/``skipped`` row). When ``run.root`` is set the rows
-    are also written atomically as the cell's part file."""
-    base = {
+def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
+    """The columns every row of a cell shares: identity, concurrency, hyperparameters."""
+    return {
         "suite": run.suite,
         "run_id": run.run_id,
         "cell_id": cell.cell_id,
@@ -401,6 +399,13 @@ def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int
         "concurrency": concurrency,
         **schema.hp_columns(cell.hp),
     }
+
+
+def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
+    """Train one cell and return its rows; never raises for a failing cell (the failure
+    becomes a ``diverged``/``error``/``skipped`` row). When ``run.root`` is set the rows
+    are also written atomically as the cell's part file."""
+    base = _identity(run, cell, concurrency)
     tb: str | None = None
     try:
         rows = _train(cell, base, progress)
@@ -647,22 +652,11 @@ def execute(
 
 def _error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd.DataFrame:
     row = {
-        "suite": run.suite,
-        "run_id": run.run_id,
-        "cell_id": cell.cell_id,
-        "problem": cell.problem,
-        "algorithm": cell.algorithm,
-        "label": cell.label,
-        "backend": cell.backend,
-        "device": cell.device,
-        "dtype": cell.dtype,
-        "seed": cell.seed,
-        "concurrency": concurrency,
+        **_identity(run, cell, concurrency),
         "step": 0,
         "epoch": 0.0,
         "status": "error",
         "reason": schema.one_line(e),
-        **schema.hp_columns(cell.hp),
     }
     df = schema.frame([row])
     if run.root is not None:

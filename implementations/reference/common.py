@@ -62,5 +62,18 @@ def sync(state) -> None:
     jax.block_until_ready(state)
 
 
+def trainer(layers, init, step, params_of=lambda s: s["params"]) -> spec.Trainer:
+    """A reference algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
+    gives the per-layer θ tuples the forward pass uses (BN statistics under ``"running"``)."""
+    return spec.Trainer(
+        init=init,
+        put=put,
+        step=step,
+        get=lambda s: to_numpy(params_of(s)),
+        predict=lambda s, x: predict(layers, params_of(s), s["running"], x),
+        sync=sync,
+    )
+
+
 def to_numpy(per_layer_params) -> list[np.ndarray]:
     return [np.asarray(v) for v in flat(per_layer_params)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from implementations import spec
 from implementations.draws import initial_m_bar
 from implementations.reference import common, optim, pmp
 
@@ -125,11 +124,4 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         }
         return new_state, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y), "flips": flips}
 
-    return spec.Trainer(
-        init=init,
-        put=common.put,
-        step=step,
-        get=lambda s: common.to_numpy(s["params"]),
-        predict=lambda s, x: common.predict(layers, s["params"], s["running"], x),
-        sync=common.sync,
-    )
+    return common.trainer(layers, init, step)

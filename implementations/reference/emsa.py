@@ -81,11 +81,4 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
         running = common.update_running(layers, state["running"], xs)
         return {"params": new, "running": running}, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y)}
 
-    return spec.Trainer(
-        init=init,
-        put=common.put,
-        step=step,
-        get=lambda s: common.to_numpy(s["params"]),
-        predict=lambda s, x: common.predict(layers, s["params"], s["running"], x),
-        sync=common.sync,
-    )
+    return common.trainer(layers, init, step)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from implementations import spec
 from implementations.reference import common, pmp
@@ -33,11 +32,4 @@ def make_first_order(problem, reg: float, init_opt, update, dtype: str) -> spec.
         loss = pmp.terminal_loss(problem.loss, xs[-1], y)
         return {"params": params, "running": running, "opt": opt, "k": k}, {"loss": loss}
 
-    return spec.Trainer(
-        init=init,
-        put=common.put,
-        step=step,
-        get=lambda s: [np.asarray(p) for p in s["params"]],
-        predict=lambda s, x: common.predict(layers, pmp.per_layer(layers, s["params"]), s["running"], x),
-        sync=common.sync,
-    )
+    return common.trainer(layers, init, step, params_of=lambda s: pmp.per_layer(layers, s["params"]))

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from implementations import spec
 from implementations.draws import glorot_scale, stochastic_uniforms
 from implementations.reference import common, optim, pmp
 
@@ -82,16 +80,8 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         new = {"latent": latent, "adam": (m, v), "k": k, "running": common.update_running(layers, state["running"], xs)}
         return new, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y)}
 
-    def get(state):
-        return [np.asarray(w) for w in effective(state["latent"], 0, False)]
+    def evaluated(state):
+        """The deterministic quantized weights, per layer (for ``get`` and ``predict``)."""
+        return pmp.per_layer(layers, effective(state["latent"], 0, False))
 
-    return spec.Trainer(
-        init=init,
-        put=common.put,
-        step=step,
-        get=get,
-        predict=lambda s, x: common.predict(
-            layers, pmp.per_layer(layers, effective(s["latent"], 0, False)), s["running"], x
-        ),
-        sync=common.sync,
-    )
+    return common.trainer(layers, init, step, params_of=evaluated)

@@ -92,6 +92,20 @@ def to_numpy(per_layer_params) -> list[np.ndarray]:
     return [v.detach().double().cpu().numpy() for theta in per_layer_params for v in theta]
 
 
+def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"]) -> spec.Trainer:
+    """A torch algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
+    gives the per-layer parameters the forward pass uses (the state keeps BN's running
+    statistics under ``"running"``)."""
+    return spec.Trainer(
+        init=init,
+        put=place.put,
+        step=step,
+        get=lambda s: to_numpy(params_of(s)),
+        predict=lambda s, x: predict(layers, params_of(s), s["running"], place, x),
+        sync=place.sync,
+    )
+
+
 def leaf_params(params: list, place: Placement) -> list[tuple]:
     """Per-layer tuples of fresh leaf tensors that require grad."""
     return [tuple(place.tensor(v).requires_grad_(True) for v in theta) for theta in params]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from implementations import spec
 from implementations.draws import initial_m_bar
 from implementations.torch import common, ops
 
@@ -71,11 +70,4 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
             state["alpha"] = 1.0 - hp.alpha_decay * (1.0 - state["alpha"])
         return state, {"loss": loss.detach(), "flips": flips}
 
-    return spec.Trainer(
-        init=init,
-        put=place.put,
-        step=step,
-        get=lambda s: common.to_numpy(s["params"]),
-        predict=lambda s, x: common.predict(layers, s["params"], s["running"], place, x),
-        sync=place.sync,
-    )
+    return common.trainer(layers, place, init, step)

@@ -105,11 +105,4 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
         common.update_running(layers, state["running"], xs)
         return {"params": new, "running": state["running"]}, {"loss": loss.detach()}
 
-    return spec.Trainer(
-        init=init,
-        put=place.put,
-        step=step,
-        get=lambda s: common.to_numpy(s["params"]),
-        predict=lambda s, x: common.predict(layers, s["params"], s["running"], place, x),
-        sync=place.sync,
-    )
+    return common.trainer(layers, place, init, step)

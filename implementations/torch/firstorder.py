@@ -30,11 +30,4 @@ def make_first_order(problem, make_optimizer, *, dtype: str, device: str) -> spe
         common.update_running(layers, state["running"], xs)
         return state, {"loss": loss.detach()}
 
-    return spec.Trainer(
-        init=init,
-        put=place.put,
-        step=step,
-        get=lambda s: common.to_numpy(s["params"]),
-        predict=lambda s, x: common.predict(layers, s["params"], s["running"], place, x),
-        sync=place.sync,
-    )
+    return common.trainer(layers, place, init, step)

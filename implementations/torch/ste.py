@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from implementations import spec
 from implementations.draws import glorot_scale, stochastic_uniforms
 from implementations.torch import common, ops
 
@@ -70,11 +69,4 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
     def evaluated(state):
         return effective(state["latent"], 0, False)
 
-    return spec.Trainer(
-        init=init,
-        put=place.put,
-        step=step,
-        get=lambda s: common.to_numpy(evaluated(s)),
-        predict=lambda s, x: common.predict(layers, evaluated(s), s["running"], place, x),
-        sync=place.sync,
-    )
+    return common.trainer(layers, place, init, step, params_of=evaluated)
