@@ -209,7 +209,7 @@ def _residual_sine(depth: int = 20, width: int = 5, delta: float = 0.25) -> tupl
     return tuple(spec.ResDense(width, delta) for _ in range(depth)) + (spec.SumFeatures(),)
 
 
-def _bn_mlp(sizes: list[int], quantized: bool) -> tuple:
+def bn_mlp(sizes: list[int], quantized: bool) -> tuple:
     """ICML-style MLP: [Dense(no bias) - BN - ReLU]... - Dense(no bias) - BN."""
     layers: list = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -239,7 +239,7 @@ def _mlp_family(prefix: str, sizes: list[int], load: Callable, target: float) ->
         name = f"{prefix}{suffix}"
         out[name] = Problem(
             name=name,
-            layers=_bn_mlp(sizes, quantized),
+            layers=bn_mlp(sizes, quantized),
             loss=loss,
             weights=weights,
             batch_size=100,

@@ -28,7 +28,6 @@ float64 reference.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -76,19 +75,8 @@ CASES = [
 
 
 def make(backend: str, algorithm: str, problem: Problem, hp):
-    """The backend's trainer (float32 for torch, float64 for the reference); skips torch
-    cleanly while it is missing."""
-    if backend == "torch":
-        pytest.importorskip("torch")
-    module = f"implementations.{backend}.{algorithm}"
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        if backend == "reference":
-            raise
-        pytest.skip(f"{module} cannot be imported yet: {e}")
-    dtype = "float32" if backend == "torch" else "float64"
-    return mod.make(problem, hp, dtype=dtype, device="cpu", seed=0)
+    """The backend's trainer: float32 for torch, float64 for the reference."""
+    return tiny.make_trainer(backend, algorithm, problem, hp, dtype="float32" if backend == "torch" else "float64")
 
 
 def train_objective(problem: Problem, params: list[np.ndarray]) -> float:

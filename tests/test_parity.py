@@ -41,7 +41,6 @@ backends differ".
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,14 +91,7 @@ CASES = [
 
 
 def _make(backend: str, case: Case):
-    module = f"implementations.{backend}.{case.algorithm}"
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        if backend == "reference":
-            raise
-        pytest.skip(f"{module} cannot be imported yet: {e}")
-    return mod.make(case.problem, case.hp, dtype="float64", device="cpu", seed=0)
+    return tiny.make_trainer(backend, case.algorithm, case.problem, case.hp, dtype="float64")
 
 
 def _discrete_mask(problem: Problem) -> list[bool]:

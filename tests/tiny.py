@@ -21,12 +21,12 @@ teacher, so the problems are learnable and loss-decrease tests are meaningful.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
+import pytest
 
+import implementations
 from implementations import spec
-from suites.problems import Problem
+from suites.problems import Problem, bn_mlp
 
 _SIZES = {"train": 24, "val": 8, "test": 8}
 
@@ -82,13 +82,7 @@ def _sine_layers() -> tuple:
 
 
 def _bn_mlp(quantized: bool) -> tuple:
-    sizes = [6, 10, 10, 3]
-    layers: list = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers += [spec.Dense(a, b, bias=False, quantized=quantized), spec.BatchNorm(b)]
-        if i < len(sizes) - 2:
-            layers.append(spec.ReLU())
-    return tuple(layers)
+    return bn_mlp([6, 10, 10, 3], quantized)
 
 
 def _cnn_layers() -> tuple:
@@ -127,3 +121,10 @@ def first_batches(problem: Problem, n: int, seed: int = 0) -> list[tuple[np.ndar
     """The first ``n`` training minibatches every backend sees for ``seed``."""
     it = problem.batches("train", seed)
     return [next(it) for _ in range(n)]
+
+
+def make_trainer(backend: str, algorithm: str, problem: Problem, hp, dtype: str):
+    """A trainer from the registry; torch's tests skip cleanly where torch is missing."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    return implementations.get(algorithm, backend)(problem, hp, dtype=dtype, device="cpu", seed=0)
