@@ -103,6 +103,15 @@ class Problem:
         return sum(int(np.prod(s)) for layer in self.layers for s in layer.param_shapes())
 
     # -- metrics (NumPy, outside the clock) ------------------------------------------------
+    def nonzero_frac(self, params: list[np.ndarray]) -> float:
+        """The ICML authors' sparsity measure: non-zero discrete weights (the W of the
+        quantized layers) over *all* trainable parameters, BN's γ, β included in the
+        denominator only. Without quantized layers: every non-zero parameter over all
+        (about 1 for a dense net)."""
+        quantized = [params[sl][0] for layer, sl in zip(self.layers, spec.layer_slices(self.layers)) if layer.quantized]
+        counted = quantized if quantized else params
+        return sum(int(np.count_nonzero(p)) for p in counted) / self.n_params
+
     def loss_value(self, z: np.ndarray, y: np.ndarray) -> float:
         """Φ averaged over the samples, in float64 (see ``spec.LOSSES``)."""
         z = np.asarray(z, dtype=np.float64)
@@ -133,7 +142,7 @@ def _init_one(kind: str, layer, name: str, shape, rng: np.random.Generator) -> n
     if kind == "good":
         if name == "b":
             return np.full(shape, 0.1)
-        return np.clip(rng.normal(0.0, 0.1, shape), -0.2, 0.2)
+        return _truncated_normal(rng, 0.1, shape)
     if kind == "latent-uniform":
         return rng.uniform(-1.0, 1.0, shape)
     if kind == "glorot":
@@ -144,6 +153,17 @@ def _init_one(kind: str, layer, name: str, shape, rng: np.random.Generator) -> n
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, shape)
     raise ValueError(f"unknown init {kind!r}")
+
+
+def _truncated_normal(rng: np.random.Generator, sd: float, shape) -> np.ndarray:
+    """N(0, sd²) truncated at ±2 sd by redrawing the entries outside (TensorFlow's
+    ``truncated_normal``, which the JMLR code used; clipping would pile mass at ±2 sd)."""
+    out = rng.normal(0.0, sd, shape)
+    outside = np.abs(out) > 2 * sd
+    while outside.any():
+        out[outside] = rng.normal(0.0, sd, int(outside.sum()))
+        outside = np.abs(out) > 2 * sd
+    return out
 
 
 @functools.cache

@@ -373,7 +373,7 @@ def evaluate(trainer: spec.Trainer, state: Any, problem: problems.Problem, sets:
         out[f"{split}_loss"] = problem.loss_value(z, y)
         out[f"{split}_acc"] = problem.accuracy(z, y)
     params = [np.asarray(p) for p in trainer.get(state)]
-    out["nonzero_frac"] = sum(int(np.count_nonzero(p)) for p in params) / problem.n_params
+    out["nonzero_frac"] = problem.nonzero_frac(params)
     per_layer = []
     for layer, sl in zip(problem.layers, spec.layer_slices(problem.layers)):
         if "W" in layer.param_names:
