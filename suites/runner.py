@@ -124,6 +124,15 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _known(kind: str, names: Iterable[str], known: Iterable[str]) -> tuple[str, ...]:
+    """``names`` as a tuple, or a ``RunError`` naming the first unknown one."""
+    names, known = tuple(names), tuple(known)
+    for name in names:
+        if name not in known:
+            raise RunError(f"unknown {kind} {name!r} (known: {', '.join(known)})")
+    return names
+
+
 def plan(
     suite: grids.Suite,
     *,
@@ -153,16 +162,10 @@ def plan(
         raise RunError("at least one seed is needed")
     entries = list(suite.entries)
     if problems_filter:
-        problems_filter = tuple(problems_filter)
-        for p in problems_filter:
-            if p not in problems.PROBLEMS:
-                raise RunError(f"unknown problem {p!r} (known: {', '.join(problems.PROBLEMS)})")
+        problems_filter = _known("problem", problems_filter, problems.PROBLEMS)
         entries = [e for e in entries if e.problem in problems_filter]
     if algorithms_filter:
-        algorithms_filter = tuple(algorithms_filter)
-        for a in algorithms_filter:
-            if a not in registry.ALGORITHMS:
-                raise RunError(f"unknown algorithm {a!r} (known: {', '.join(registry.ALGORITHMS)})")
+        algorithms_filter = _known("algorithm", algorithms_filter, registry.ALGORITHMS)
         entries = [e for e in entries if e.algorithm in algorithms_filter]
     cells = [
         Cell(
