@@ -105,9 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if given:
             fail(f"{', '.join(given)} cannot be combined with --resume (the run's options are fixed in its run.json)")
         try:
-            runner.load_run(out, suite.name, args.resume)
+            run, cells, doc = runner.load_run(out, suite.name, args.resume)
         except runner.RunError as e:
             fail(str(e))
+        device = cells[0].device if cells else "cpu"
     else:
         try:
             device = runner.resolve_device(args.device or "auto")
@@ -128,15 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=sys.stderr)
 
     # Everything is valid: from here on files are written.
-    if args.resume is None:
-        args.jobs = args.jobs or _auto_jobs(device, len(cells))
-    else:
-        _, resumed_cells, _ = runner.load_run(out, suite.name, args.resume)
-        args.jobs = args.jobs or _auto_jobs(resumed_cells[0].device if resumed_cells else "cpu", len(resumed_cells))
+    args.jobs = args.jobs or _auto_jobs(device, len(cells))
     if args.threads and args.jobs == 1:
         runner.set_threads(args.threads)  # before start_run, so the metadata records it
     if args.resume is not None:
-        run, cells, doc = runner.load_run(out, suite.name, args.resume)
         runner.mark_resumed(run, doc)
     else:
         options = {
