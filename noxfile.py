@@ -1,4 +1,5 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench -- [run options]``.
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench -- [run options]``,
+``nox -s benchmark`` (torch vs jax step times).
 
 Every session that imports the package installs the pinned ``torch==2.13.0`` first and
 the package second: pip then keeps that torch when it resolves ``torch>=2.4``. On this
@@ -7,6 +8,8 @@ build.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -47,3 +50,25 @@ def bench(session: nox.Session) -> None:
     args = list(session.posargs)
     out = args[args.index("--out") + 1] if "--out" in args[:-1] else "results"
     session.run("python", "-m", "reports.summary", "--suite", "default", "--results-dir", out)
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """Median step time of every algorithm, torch vs jax, on sine-resnet and
+    mnist5k-mlp-binary (pytest-benchmark): JSON in ``results/bench/backends.json``, the
+    table with the torch/jax ratio printed and written to ``reports/bench/backends.md``.
+    Options after ``--`` go to pytest."""
+    install(session)
+    out = "results/bench/backends.json"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # pytest-benchmark does not create it
+    session.run(
+        "pytest",
+        "tests/bench/test_backends.py",
+        "--benchmark-only",
+        f"--benchmark-json={out}",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"MSABENCH_BENCHMARKS": "1"},
+    )
+    session.run("python", "tests/bench/ratios.py", out, "--markdown", "reports/bench/backends.md")

@@ -21,7 +21,7 @@ from typing import Any
 from implementations import spec
 
 ALGORITHMS = ("sgd", "adagrad", "adam", "msa", "emsa", "dmsa", "ste")
-BACKENDS = ("reference", "torch")
+BACKENDS = ("reference", "torch", "jax")
 
 _ALGORITHM_FILES = {
     "sgd": "sgd",
@@ -41,7 +41,10 @@ REGISTRY: dict[tuple[str, str], str] = {
 }
 
 #: packages a backend imports; a missing one makes its cells ``skipped``.
-_BACKEND_PACKAGES = {"reference": ("jax",), "torch": ("torch",)}
+_BACKEND_PACKAGES = {"reference": ("jax", "optax"), "torch": ("torch",), "jax": ("jax", "optax")}
+
+#: inner solvers (MSA, E-MSA) that only some backends implement, and which.
+_INNER_SOLVER_BACKENDS = {"optax-lbfgs": ("reference", "jax")}
 
 #: which problem weights each algorithm trains.
 _WEIGHTS = {"sgd": "real", "adagrad": "real", "adam": "real", "msa": "real", "emsa": "real"}
@@ -70,7 +73,17 @@ def _missing_packages(backend: str) -> list[str]:
     return [p for p in _BACKEND_PACKAGES[backend] if importlib.util.find_spec(p) is None]
 
 
-def _cuda_available() -> bool:
+def _cuda_available(backend: str) -> bool:
+    """Whether ``backend``'s framework sees a CUDA device."""
+    if backend == "jax":
+        if importlib.util.find_spec("jax") is None:
+            return False
+        import jax
+
+        try:
+            return bool(jax.devices("gpu"))
+        except RuntimeError:  # no GPU backend in this jaxlib, or no device
+            return False
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
@@ -87,8 +100,13 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
     if device == "cuda":
         if backend == "reference":
             reasons.append("the reference backend runs on the CPU only")
-        elif not _cuda_available():
+        elif not _cuda_available(backend):
             reasons.append("needs a CUDA device, and none is visible")
+    inner = getattr(hp, "inner", None)
+    if inner in _INNER_SOLVER_BACKENDS and backend not in _INNER_SOLVER_BACKENDS[inner]:
+        reasons.append(
+            f"inner solver {inner!r} runs in the {' and '.join(_INNER_SOLVER_BACKENDS[inner])} backends only"
+        )
     if problem is not None:
         wanted = _weights_trained(algorithm, hp)
         if wanted is not None and problem.weights != wanted:

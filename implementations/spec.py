@@ -164,7 +164,12 @@ def layer_slices(layers: tuple[Layer, ...]) -> list[slice]:
 # Hyperparameters: one frozen dataclass per algorithm; the id is the lowercase class name.
 # ---------------------------------------------------------------------------------------
 
-INNER_SOLVERS = ("lbfgs", "adam", "gd")
+#: The MSA family's inner maximisers: ``lbfgs`` is SciPy's L-BFGS-B driven from the host
+#: (the JMLR authors' solver, in every backend); ``adam`` and ``gd`` are ascent steps;
+#: ``optax-lbfgs`` is optax's L-BFGS (memory 10, zoom line search) inside the compiled
+#: step, in the jax backend (and the reference, eagerly) only: a different line search
+#: from L-BFGS-B's, so its iterates differ from ``lbfgs``'s.
+INNER_SOLVERS = ("lbfgs", "adam", "gd", "optax-lbfgs")
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def _smoke() -> Suite:
             e("digits-mlp-ternary", "twn", spec.STE(kind="twn")),
             e("digits-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR)),
         ),
-        backends=("reference", "torch"),
+        backends=("reference", "torch", "jax"),
         seeds=(0,),
         description="every algorithm on every backend, 3 steps: does everything run?",
     )
@@ -131,6 +131,8 @@ def _smoke() -> Suite:
 def _default() -> Suite:
     sine = [
         ("emsa", spec.EMSA(rho=1.0, reg=JMLR_REG), SINE_MSA_STEPS),
+        # the same E-MSA with optax's L-BFGS inside the compiled step (jax only; torch skips)
+        ("emsa-optax-lbfgs", spec.EMSA(rho=1.0, inner="optax-lbfgs", reg=JMLR_REG), SINE_MSA_STEPS),
         ("msa", spec.MSA(reg=JMLR_REG), SINE_MSA_STEPS),
         ("sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
         ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
@@ -155,7 +157,7 @@ def _default() -> Suite:
     return Suite(
         "default",
         tuple(entries),
-        backends=("torch",),
+        backends=("torch", "jax"),
         seeds=DEFAULT_SEEDS,
         description="the main job: E-MSA and discrete MSA against tuned baselines, 3 seeds",
     )

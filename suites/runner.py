@@ -192,7 +192,19 @@ def plan(
 # Provenance
 # ---------------------------------------------------------------------------------------
 
-_VERSIONED = ("numpy", "scipy", "torch", "jax", "jaxlib", "pandas", "pyarrow", "scikit-learn", "mlxtend", "tqdm")
+_VERSIONED = (
+    "numpy",
+    "scipy",
+    "torch",
+    "jax",
+    "jaxlib",
+    "optax",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "mlxtend",
+    "tqdm",
+)
 
 
 def _git(*args: str) -> str | None:
@@ -562,6 +574,11 @@ def set_threads(threads: int) -> None:
     per core made a 2 ms step take 200 ms, so the count is worth fixing and recording."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if threads == 1 and "jax" not in sys.modules:
+        # XLA reads its flags when its CPU client starts (the first jax computation), so
+        # this holds in a fresh worker; its thread pool cannot be sized, only made serial
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
     if importlib.util.find_spec("torch") is not None:
         import torch
 

@@ -3,7 +3,6 @@ runs, resumes and summarises; the smoke suite runs end to end on the real backen
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -11,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import implementations
 from reports import summary
 from suites import __main__ as cli
-from suites import runner, schema
+from suites import grids, runner, schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,15 +138,6 @@ def test_list(capsys):
     assert "smoke" in out and "default" in out and "mnist5k-rescnn" in out and "emsa" in out
 
 
-def _torch_backend_missing() -> bool:
-    try:
-        importlib.import_module("implementations.torch.sgd")
-    except ImportError:
-        return True
-    return False
-
-
-@pytest.mark.skipif(_torch_backend_missing(), reason="torch backend not written yet")
 def test_smoke_suite_end_to_end(tmp_path):
     # two worker processes: halves the wall time on two cores and covers the process pool
     proc = _python_m("suites", "run", "smoke", "--out", str(tmp_path), "--quiet", "--jobs", "2", timeout=300)
@@ -155,7 +146,9 @@ def test_smoke_suite_end_to_end(tmp_path):
     df, meta = schema.read_results(path)
     assert meta["suite"] == "smoke" and (df["concurrency"] == 2).all()
     last = df.groupby("cell_id", sort=False).tail(1)
-    assert len(last) == 20
+    smoke = grids.UNTUNED["smoke"]
+    assert len(last) == len(smoke.entries) * len(smoke.backends)
+    assert set(last["backend"]) == set(implementations.BACKENDS)
     for _, row in last.iterrows():
         allowed = ("ok", "diverged") if row["algorithm"] == "msa" else ("ok",)
         assert row["status"] in allowed, f"{row['cell_id']}: {row['status']}: {row['reason']}"

@@ -1,7 +1,8 @@
-"""Every torch trainer against the float64 reference, after each of 7 steps.
+"""Every torch and jax trainer against the float64 reference, after each of 7 steps.
 
 One table of cases (algorithm × hyperparameters × tiny problem), in the style of optax's
-optimizer tests: both backends start from ``problem.init_params(0)``, see the same
+optimizer tests, run for every backend that implements the case (``why_not``): both
+backends start from ``problem.init_params(0)``, see the same
 ``problem.batches("train", 0)``, run in float64 on the CPU, and after *every* step we
 compare the step's loss and every effective parameter (``get``); after the last step we
 compare ``predict`` on the test split (eval mode, so BN's running statistics are
@@ -31,6 +32,15 @@ defensible for ρ = 1 and the table uses ρ = 5). Torch differs from the referen
 measured self-drift, and ``test_lbfgs_tolerance_is_explained`` re-measures that drift
 and fails if it ever exceeds ``LBFGS_RTOL / 10``, so the tolerance stays explained.
 
+optax's L-BFGS (the jax backend's in-graph solver; the reference runs the same solver one
+Python iteration at a time) is measured the same way, by perturbing the initial
+parameters by one ulp: on the sine net (ρ = 1, 5 iterations) the reference drifts by
+1.7e-12 within 7 steps, and jax differs from it by 2.6e-12, so ``OPTAX_LBFGS_RTOL =
+1e-9`` (≥ 500×) is re-checked by ``test_optax_lbfgs_tolerance_is_explained``. On the CNN
+its zoom line search is chaotic: the one-ulp perturbation changes a line-search decision
+and the reference drifts by 0.35 at step 1 (ρ = 1) or 0.15 at step 3 (ρ = 0.5), so no
+tolerance is defensible there and the table has no CNN case for it.
+
 Discrete weights (binary/ternary MSA, BinaryConnect's ±1, TWN's sign pattern t; TWN's
 scale a is a float, compared with ``rtol``) are compared exactly, and so are flip counts. DESIGN.md's trap: exact parity only holds away from the rule's
 thresholds, so each step also checks, from the reference's state, that every entry's
@@ -47,6 +57,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import implementations
 from implementations import draws, solvers, spec
 from suites.problems import Problem
 from tests import tiny
@@ -54,6 +65,7 @@ from tests import tiny
 STEPS = 7
 RTOL = 1e-10  # see module docstring
 LBFGS_RTOL = 1e-7  # E-MSA with L-BFGS-B on the sine net, measured (module docstring)
+OPTAX_LBFGS_RTOL = 1e-9  # E-MSA with optax's L-BFGS on the sine net, measured (module docstring)
 MARGIN = 1e-9  # minimal relative distance of a discrete decision from its threshold
 
 
@@ -82,6 +94,14 @@ CASES = [
     Case("emsa-adam-sine", "emsa", spec.EMSA(rho=1.0, inner="adam", inner_steps=5, inner_lr=0.01), tiny.SINE),
     Case("emsa-gd-sine", "emsa", spec.EMSA(rho=1.0, inner="gd", inner_steps=3, inner_lr=0.05), tiny.SINE),
     Case("emsa-gd-cnn", "emsa", spec.EMSA(rho=0.5, inner="gd", inner_steps=3, inner_lr=0.05), tiny.CNN),
+    # optax's L-BFGS on the sine net only: see "optax's L-BFGS" in the module docstring
+    Case(
+        "emsa-optax-lbfgs-sine",
+        "emsa",
+        spec.EMSA(rho=1.0, inner="optax-lbfgs", inner_steps=5),
+        tiny.SINE,
+        OPTAX_LBFGS_RTOL,
+    ),
     Case("dmsa-binary", "dmsa", spec.DMSA(levels=2, rho=0.5, bn_lr=0.01), tiny.BN_BINARY),
     Case("dmsa-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25, bn_lr=0.01), tiny.BN_TERNARY),
     Case("ste-bc", "ste", spec.STE(kind="bc", lr=0.01), tiny.BN_BINARY),
@@ -90,8 +110,21 @@ CASES = [
 ]
 
 
-def _make(backend: str, case: Case):
-    return tiny.make_trainer(backend, case.algorithm, case.problem, case.hp, dtype="float64")
+BACKENDS = ("torch", "jax")
+
+
+def _supported(backend: str, case: Case) -> bool:
+    """Whether ``backend`` implements the case (an inner solver some backends lack)."""
+    return not [r for r in implementations.why_not(case.hp, backend, case.problem) if "is not installed" not in r]
+
+
+#: every (backend, case) pair the backends implement; a missing package skips at run time
+PAIRS = [(b, c) for b in BACKENDS for c in CASES if _supported(b, c)]
+PAIR_IDS = [f"{b}-{c.id}" for b, c in PAIRS]
+
+
+def _make(backend: str, case: Case, dtype: str = "float64"):
+    return tiny.make_trainer(backend, case.algorithm, case.problem, case.hp, dtype=dtype)
 
 
 def _discrete_mask(problem: Problem) -> list[bool]:
@@ -174,16 +207,15 @@ def _ste_margin(case: Case, state_before: dict, k: int) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_torch_matches_reference(case: Case):
+@pytest.mark.parametrize(("backend", "case"), PAIRS, ids=PAIR_IDS)
+def test_backend_matches_reference(backend: str, case: Case):
     """Loss and every parameter after each of 7 steps, flips exactly (discrete MSA),
     ``predict`` at the end; see the module docstring for the tolerances."""
-    pytest.importorskip("torch")
-    ref, tor = _make("reference", case), _make("torch", case)
+    ref, trainer = _make("reference", case), _make(backend, case)
     problem = case.problem
     init = problem.init_params(0)
-    rs, ts = ref.init(init), tor.init(init)
-    _assert_params(case, 0, ref.get(rs), tor.get(ts))
+    rs, state = ref.init(init), trainer.init(init)
+    _assert_params(case, 0, ref.get(rs), trainer.get(state))
     discrete, trajectory = _discrete_mask(problem), []
     for k, batch in enumerate(tiny.first_batches(problem, STEPS), start=1):
         w_before = [w for w, d in zip(ref.get(rs), discrete) if d]
@@ -191,21 +223,21 @@ def test_torch_matches_reference(case: Case):
             margin = _ste_margin(case, rs, k)
             assert margin > MARGIN, f"{case.id}: step {k}: latent weight {margin:.2e} from a quantizer threshold"
         rs, rm = ref.step(rs, ref.put(batch))
-        ts, tm = tor.step(ts, tor.put(batch))
+        state, metrics = trainer.step(state, trainer.put(batch))
         np.testing.assert_allclose(
-            float(tm["loss"]), float(rm["loss"]), rtol=case.rtol, err_msg=f"{case.id}: step {k} loss"
+            float(metrics["loss"]), float(rm["loss"]), rtol=case.rtol, err_msg=f"{case.id}: step {k} loss"
         )
         if case.algorithm == "dmsa":
             margin = _dmsa_margin(case.hp, w_before, rs)
             assert margin > MARGIN, f"{case.id}: step {k}: an M̄ entry is {margin:.2e} (relative) from a threshold"
-            assert int(tm["flips"]) == int(rm["flips"]), f"{case.id}: step {k} flips"
-        _assert_params(case, k, ref.get(rs), tor.get(ts))
+            assert int(metrics["flips"]) == int(rm["flips"]), f"{case.id}: step {k} flips"
+        _assert_params(case, k, ref.get(rs), trainer.get(state))
         trajectory.append(ref.get(rs))
     _REFERENCE_RUNS[case.id] = trajectory
     x = problem.arrays("test")[0]
-    zr, zt = ref.predict(rs, x), tor.predict(ts, x)
-    assert zt.shape == zr.shape
-    np.testing.assert_allclose(zt, zr, rtol=case.rtol, atol=_atol(case, zr), err_msg=f"{case.id}: predict")
+    zr, zo = ref.predict(rs, x), trainer.predict(state, x)
+    assert zo.shape == zr.shape
+    np.testing.assert_allclose(zo, zr, rtol=case.rtol, atol=_atol(case, zr), err_msg=f"{case.id}: predict")
 
 
 #: reference parameters after each step, per case id (filled by the parity test, reused
@@ -222,7 +254,7 @@ def _reference_run(case: Case) -> list[list[np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.rtol != RTOL], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [c for c in CASES if c.rtol == LBFGS_RTOL], ids=lambda c: c.id)
 def test_lbfgs_tolerance_is_explained(case: Case, monkeypatch):
     """The reference's own drift when every value and gradient handed to L-BFGS-B is
     perturbed by one ulp (what a different op order does) stays under ``rtol / 10`` for
@@ -250,11 +282,37 @@ def test_lbfgs_tolerance_is_explained(case: Case, monkeypatch):
     assert drift < case.rtol / 10, f"{case.id}: reference self-drift {drift:.1e} ≥ rtol/10 = {case.rtol / 10:.0e}"
 
 
-def test_cases_cover_every_algorithm():
-    """The table exercises every registered algorithm and every inner solver of E-MSA."""
-    from implementations import ALGORITHMS
+def _perturbed_init(problem: Problem) -> list[np.ndarray]:
+    """The initial parameters, each entry moved by one ulp in a random direction."""
+    rng = np.random.default_rng(3)
+    eps = np.finfo(np.float64).eps
+    return [p * (1 + eps * rng.choice([-1, 1], p.shape)) for p in problem.init_params(0)]
 
-    assert {c.algorithm for c in CASES} == set(ALGORITHMS)
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.rtol == OPTAX_LBFGS_RTOL], ids=lambda c: c.id)
+def test_optax_lbfgs_tolerance_is_explained(case: Case):
+    """The reference started from parameters one ulp away drifts by less than
+    ``rtol / 10`` in 7 steps: optax's L-BFGS on this case amplifies rounding only mildly,
+    and the tolerance is 10× what that amplification needs."""
+    clean = _REFERENCE_RUNS.get(case.id) or _reference_run(case)
+    trainer = _make("reference", case)
+    state, perturbed = trainer.init(_perturbed_init(case.problem)), []
+    for batch in tiny.first_batches(case.problem, STEPS):
+        state, _ = trainer.step(state, trainer.put(batch))
+        perturbed.append(trainer.get(state))
+    drift = max(
+        float(np.max(np.abs(a - b))) / float(np.max(np.abs(a)))
+        for step_a, step_b in zip(clean, perturbed)
+        for a, b in zip(step_a, step_b)
+    )
+    assert drift < case.rtol / 10, f"{case.id}: reference self-drift {drift:.1e} ≥ rtol/10 = {case.rtol / 10:.0e}"
+
+
+def test_cases_cover_every_algorithm():
+    """The table exercises every registered algorithm in every backend, and every inner
+    solver of E-MSA."""
+    for backend in BACKENDS:
+        assert {c.algorithm for b, c in PAIRS if b == backend} == set(implementations.ALGORITHMS), backend
     assert {c.hp.inner for c in CASES if c.algorithm == "emsa"} == set(spec.INNER_SOLVERS)
     assert {(c.hp.levels) for c in CASES if c.algorithm == "dmsa"} == {2, 3}
     assert {(c.hp.kind, c.hp.stochastic) for c in CASES if c.algorithm == "ste"} == {

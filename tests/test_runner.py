@@ -198,7 +198,7 @@ def test_cell_json_round_trip():
 def test_smoke_suite_covers_every_algorithm_and_backend():
     smoke = grids.UNTUNED["smoke"]
     assert {e.algorithm for e in smoke.entries} == set(implementations.ALGORITHMS)
-    assert set(smoke.backends) == {"reference", "torch"} and smoke.seeds == (0,)
+    assert set(smoke.backends) == set(implementations.BACKENDS) and smoke.seeds == (0,)
     assert all(e.steps == 3 and e.eval_every == 3 for e in smoke.entries)
     assert {(e.hp.levels, e.problem) for e in smoke.entries if isinstance(e.hp, spec.DMSA)} == {
         (2, "digits-mlp-binary"),
@@ -208,7 +208,7 @@ def test_smoke_suite_covers_every_algorithm_and_backend():
 
 def test_default_suite_shape():
     d = grids.UNTUNED["default"]
-    assert d.backends == ("torch",) and d.seeds == (0, 1, 2)
+    assert d.backends == ("torch", "jax") and d.seeds == (0, 1, 2)
     labels = {(e.problem, e.label) for e in d.entries}
     assert ("sine-resnet", "emsa") in labels and ("mnist5k-mlp-ternary", "twn") in labels
     emsa = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "emsa"))

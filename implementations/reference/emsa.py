@@ -9,14 +9,17 @@ for every layer with parameters, all from the same stored (x, p) (Jacobi, as the
 code). The argmax is approximate, from the current θ: ``inner="lbfgs"`` runs SciPy's
 L-BFGS-B for ``inner_steps`` iterations (the official code); ``"gd"`` takes ``inner_steps``
 ascent steps ``θ ← θ + inner_lr ∇H̃``; ``"adam"`` takes ``inner_steps`` Adam ascent steps
-with fresh moments. With ρ = 0 this is basic MSA.
+with fresh moments; ``"optax-lbfgs"`` runs optax's L-BFGS for ``inner_steps`` iterations. With ρ = 0 this is basic MSA.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from implementations import solvers, spec
 from implementations.reference import common, optim, pmp
@@ -54,6 +57,27 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
     raise ValueError(f"unknown inner solver {inner!r} (known: {', '.join(spec.INNER_SOLVERS)})")
 
 
+@functools.cache
+def optax_lbfgs_solver(layer, rho: float, reg: float, steps: int):
+    """``(θ, x_t, x_{t+1}, p_t, p_{t+1}) -> argmax`` by ``steps`` iterations of optax's
+    L-BFGS on -H̃_t, one Python iteration at a time: the oracle of the jax backend's
+    compiled, layer-batched use of the same solver. The one exception to "never jitted":
+    optax's line search is a ``while_loop``, which eager JAX would re-trace and compile
+    at every call (seconds each), so the solve is compiled once per layer kind."""
+
+    def solve(theta, x, x_next, p, p_next):
+        neg = lambda th: -pmp.augmented_hamiltonian(layer, th, x, x_next, p, p_next, rho, reg)
+        opt = optax.lbfgs()
+        state = opt.init(theta)
+        for _ in range(steps):
+            value, grad = jax.value_and_grad(neg)(theta)
+            updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=neg)
+            theta = optax.apply_updates(theta, updates)
+        return theta
+
+    return jax.jit(solve)
+
+
 def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
     """``rho`` overrides ``hp.rho`` (basic MSA passes 0)."""
     common.check_dtype(dtype)
@@ -72,6 +96,11 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
         for t, (layer, theta) in enumerate(zip(layers, params)):
             if not theta:
                 new.append(theta)
+                continue
+
+            if hp.inner == "optax-lbfgs":
+                solve = optax_lbfgs_solver(layer, rho, hp.reg, hp.inner_steps)
+                new.append(solve(theta, xs[t], xs[t + 1], ps[t], ps[t + 1]))
                 continue
 
             def h(th, t=t, layer=layer):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from implementations import solvers, spec
+from implementations import solvers
 from implementations.torch import common, ops
 
 
@@ -71,7 +71,7 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
 
         start = torch.cat([v.detach().reshape(-1) for v in theta]).double().cpu().numpy()
         return tuple(v.detach() for v in unflatten(solvers.lbfgs_maximise(value_and_grad, start, steps)))
-    raise ValueError(f"unknown inner solver {inner!r} (known: {', '.join(spec.INNER_SOLVERS)})")
+    raise ValueError(f"inner solver {inner!r} is not implemented in torch (it has: lbfgs, adam, gd)")
 
 
 def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):

@@ -1,0 +1,78 @@
+"""JAX hot operations, jit-compatible, with the signatures of ``implementations.torch.ops``.
+
+The layer maps ``f_t`` and the losses are the oracle's own pure functions
+(``implementations.reference.pmp``): they are plain ``jax.numpy`` and trace under ``jit``,
+``vmap`` and ``scan`` as they are, and one definition of the math is easier to trust than
+two. What this backend adds is how they are compiled and batched (``common.py``), and the
+discrete rules below, written without host synchronisation so that they trace.
+
+Every function keeps its inputs' dtype: with x64 enabled (the reference enables it on
+import, and float64 parity needs it), a bare Python constant in ``jnp.where`` would
+otherwise promote a float32 result to float64.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from implementations.reference.pmp import apply, augmented_hamiltonian, batch_stats, hamiltonian, terminal_loss
+
+__all__ = [
+    "apply",
+    "augmented_hamiltonian",
+    "batch_stats",
+    "dmsa_update",
+    "hamiltonian",
+    "quantize_init",
+    "sgn",
+    "ste_quantize",
+    "terminal_loss",
+]
+
+
+def sgn(x):
+    """Binary sign with sgn(0) = +1, in x's dtype."""
+    return jnp.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def quantize_init(w, levels: int):
+    """Discrete initial weights from a latent U(-1, 1) init: sgn(W), or clip(round(1.5 W))."""
+    return sgn(w) if levels == 2 else jnp.clip(jnp.round(1.5 * w), -1, 1)
+
+
+def dmsa_update(m_bar, m, w, *, alpha, rho: float, levels: int, lam: float):
+    """One layer's binary (``levels=2``) or ternary (``levels=3``) MSA update; the rules are
+    ``implementations.torch.ops.dmsa_update``'s docstring. ``alpha`` may be traced.
+
+    Returns ``(M̄', W', flips)``, ``flips`` a 0-d int32 array. The "no wrong-signed entry"
+    case is a ``where``, not a Python branch, so the function traces once."""
+    if levels not in (2, 3):
+        raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
+    m_bar = alpha * m_bar + (1 - alpha) * m
+    target = sgn(m_bar) if levels == 2 else jnp.sign(m_bar)
+    wrong = w != target
+    rho_k = rho * jnp.max(jnp.where(wrong, jnp.abs(m_bar), 0))
+    if levels == 2:
+        w_new = jnp.where(jnp.abs(m_bar) > rho_k, target, w)
+    else:
+        up = m_bar > rho_k * (1 - 2 * w) + lam
+        down = m_bar < -rho_k * (1 + 2 * w) - lam
+        w_new = jnp.where(up, 1, jnp.where(down, -1, 0)).astype(w.dtype)
+    w_new = jnp.where(jnp.any(wrong), w_new, w)
+    return m_bar, w_new, jnp.sum(w_new != w, dtype=jnp.int32)
+
+
+def ste_quantize(w, kind: str, u=None):
+    """STE forward weights: BinaryConnect ``sgn(W)`` (stochastic: +1 where
+    ``u < clip((W+1)/2, 0, 1)``) or TWN ``a·t``, ``Δ = 0.7 mean|W|``,
+    ``a = mean{|W_i| : |W_i| > Δ}``."""
+    if kind == "bc":
+        if u is None:
+            return sgn(w)
+        return jnp.where(u < jnp.clip((w + 1) / 2, 0, 1), 1, -1).astype(w.dtype)
+    if kind == "twn":
+        delta = 0.7 * jnp.mean(jnp.abs(w))
+        big = jnp.abs(w) > delta
+        a = jnp.sum(jnp.where(big, jnp.abs(w), 0)) / jnp.maximum(jnp.sum(big), 1).astype(w.dtype)
+        return a * jnp.where(w > delta, 1, jnp.where(w < -delta, -1, 0)).astype(w.dtype)
+    raise ValueError(f"unknown STE kind {kind!r} (known: bc, twn)")

@@ -1,0 +1,129 @@
+"""The jax backend beyond float64 parity (``test_parity.py``): float32 accuracy against
+the torch backend's, compile-once steps, and torch-vs-jax agreement.
+
+**float32.** Each trainer's error against the float64 reference after each of 7 steps
+(the largest relative difference of the loss or of any parameter, as in
+``test_parity``) may be at most twice the torch float32 trainer's, plus a floor of
+8 float32 ulps (8 · 2⁻²³ ≈ 9.5e-7): single ops round differently in XLA and in torch
+(fused multiply-adds, reduction order), and over 7 steps both backends' errors measured
+1e-7 to 1e-6 on the first-order, MSA-gd, E-MSA-gd/adam, discrete and STE cases, a few
+ulps apart (TWN's ``Δ = 0.7 mean|W|`` sums in another order: jax 1.0e-6, torch 4.1e-7).
+Two cases are left out, for reasons measured, not guessed:
+
+- E-MSA with L-BFGS-B on the sine net: float32 rounding changes SciPy's line-search path
+  in both backends (error ≈ 2 against the float64 reference, torch and jax alike), so
+  the comparison would be between two unrelated trajectories;
+- optax's L-BFGS has no torch implementation to calibrate the factor 2 against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import tiny
+from tests.test_parity import BACKENDS, LBFGS_RTOL, PAIRS, STEPS, Case, _make, _supported
+
+pytest.importorskip("jax")
+pytest.importorskip("optax")
+
+FLOAT32_FLOOR = 8 * 2.0**-23  # see module docstring
+
+JAX_CASES = [c for b, c in PAIRS if b == "jax"]
+BOTH = [c for c in JAX_CASES if all(_supported(b, c) for b in BACKENDS)]
+FLOAT32_CASES = [c for c in BOTH if c.rtol != LBFGS_RTOL]
+
+
+def _trajectory(backend: str, case: Case, dtype: str) -> list[tuple[float, list[np.ndarray]]]:
+    """(loss, parameters) after each of the first ``STEPS`` steps from the shared init."""
+    trainer = _make(backend, case, dtype)
+    state, out = trainer.init(case.problem.init_params(0)), []
+    for batch in tiny.first_batches(case.problem, STEPS):
+        state, metrics = trainer.step(state, trainer.put(batch))
+        out.append((float(metrics["loss"]), trainer.get(state)))
+    return out
+
+
+def _worst_error(reference, got) -> float:
+    """Largest relative difference of the loss or of any parameter over all steps."""
+    worst = 0.0
+    for (loss_r, params_r), (loss_g, params_g) in zip(reference, got):
+        worst = max(worst, abs(loss_g - loss_r) / abs(loss_r))
+        for r, g in zip(params_r, params_g):
+            worst = max(worst, float(np.max(np.abs(g - r))) / max(float(np.max(np.abs(r))), 1e-30))
+    return worst
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES, ids=lambda c: c.id)
+def test_float32_error_at_most_twice_torchs(case: Case):
+    reference = _trajectory("reference", case, "float64")
+    err_jax = _worst_error(reference, _trajectory("jax", case, "float32"))
+    err_torch = _worst_error(reference, _trajectory("torch", case, "float32"))
+    assert err_jax <= 2 * err_torch + FLOAT32_FLOOR, (
+        f"{case.id}: jax float32 error {err_jax:.2e} > 2 × torch's {err_torch:.2e} + {FLOAT32_FLOOR:.1e}"
+    )
+
+
+@pytest.mark.parametrize("case", BOTH, ids=lambda c: c.id)
+def test_torch_and_jax_agree(case: Case):
+    """From the same NumPy parameters and batches, torch and jax (float64) hold the same
+    parameters after 7 steps, to the case's parity tolerance (both are within it of the
+    reference, so this bounds nothing new; it is the check a user runs first)."""
+    torch_run, jax_run = _trajectory("torch", case, "float64"), _trajectory("jax", case, "float64")
+    for r, g in zip(torch_run[-1][1], jax_run[-1][1]):
+        np.testing.assert_allclose(g, r, rtol=case.rtol, atol=case.rtol * float(np.max(np.abs(r))), err_msg=case.id)
+    np.testing.assert_allclose(jax_run[-1][0], torch_run[-1][0], rtol=case.rtol, err_msg=f"{case.id}: loss")
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (JAX's monitoring event)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+def test_compile_counter_sees_a_compilation():
+    """The counter is live: a fresh jitted function compiles once, a second call does not."""
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda v: jnp.sin(v) * 3.0 + 0.123456)
+    v = jnp.ones(7).block_until_ready()
+    with CompileCounter() as first:
+        f(v).block_until_ready()
+    with CompileCounter() as second:
+        f(v).block_until_ready()
+    assert (first.count, second.count) == (1, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", JAX_CASES, ids=lambda c: c.id)
+def test_steps_compile_once(case: Case, dtype: str):
+    """Steps 2 to 5 (batches moved to the device and stepped) trigger no compilation."""
+    trainer = _make("jax", case, dtype)
+    batches = tiny.first_batches(case.problem, 5)
+    state, _ = trainer.step(trainer.init(case.problem.init_params(0)), trainer.put(batches[0]))
+    trainer.sync(state)
+    with CompileCounter() as counter:
+        for batch in batches[1:]:
+            state, metrics = trainer.step(state, trainer.put(batch))
+        trainer.sync(state)
+    assert counter.count == 0, f"{case.id}: {counter.count} compilations in steps 2-5"
+    assert np.isfinite(float(metrics["loss"]))
