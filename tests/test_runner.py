@@ -292,3 +292,12 @@ def test_tune_disqualifies_a_rate_that_fails_on_one_seed(fake_backend):
     rec = records["sine-resnet/sgd"]
     assert rec["status"]["0.3"] == "ok,diverged" and rec["scores"]["0.3"] is None
     assert rec["choice"] not in (0.3, None)
+
+
+def test_why_not_names_backends_an_inner_solver_runs_in():
+    """optax's L-BFGS exists in the jax and reference backends only; the torch cell says so."""
+    hp = spec.EMSA(rho=1.0, inner="optax-lbfgs")
+    reasons = implementations.why_not(hp, "torch")
+    assert reasons == ["inner solver 'optax-lbfgs' runs in the reference and jax backends only"]
+    assert not [r for r in implementations.why_not(hp, "jax") if "optax-lbfgs" in r]
+    assert not [r for r in implementations.why_not(spec.EMSA(rho=1.0), "torch") if "inner solver" in r]
