@@ -1,5 +1,5 @@
 """nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench -- [run options]``,
-``nox -s benchmark`` (torch vs jax step times).
+``nox -s report -- [RESULTS...]``, ``nox -s benchmark`` (torch vs jax step times).
 
 Every session that imports the package installs the pinned ``torch==2.13.0`` first and
 the package second: pip then keeps that torch when it resolves ``torch>=2.4``. On this
@@ -44,12 +44,21 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The main job: run the default suite (options after ``--`` go to ``run``), then
-    summarise its newest run."""
+    build the report of the run it just made (``reports/default/index.html``)."""
     install(session)
     session.run("python", "-m", "suites", "run", "default", *session.posargs)
     args = list(session.posargs)
     out = args[args.index("--out") + 1] if "--out" in args[:-1] else "results"
-    session.run("python", "-m", "reports.summary", "--suite", "default", "--results-dir", out)
+    session.run("python", "-m", "reports", "build", "--suite", "default", "--results-dir", out)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Build the comparison report: ``nox -s report -- RESULTS...`` (run files), or with
+    no arguments the newest run of the default suite, into ``reports/<suite>/``."""
+    install(session)
+    args = session.posargs or ["--suite", "default"]
+    session.run("python", "-m", "reports", "build", *args)
 
 
 @nox.session

@@ -1,0 +1,141 @@
+"""The report's tables, as pandas DataFrames of display strings.
+
+- ``coverage``: algorithm × backend × problem, each cell's statuses;
+- ``not_ok``: the reasons of every skipped, diverged and error cell;
+- ``final_results``: per problem × label × backend, final test accuracy (or loss) mean ±
+  sd over seeds, median iterations and timed seconds to the problem's target, median
+  ms/step and compile seconds;
+- ``speed``: median ms/step per problem × label × backend and the ratio to PyTorch eager.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports.load import finals
+from suites import problems, schema
+
+KEY = ["problem", "label", "backend"]
+
+
+def _finite(values) -> np.ndarray:
+    a = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def mean_sd(values, fmt: str, scale: float = 1.0) -> str:
+    """``mean ± sd`` of the finite values (``–`` when none; the sd only with 2+ values)."""
+    a = _finite(values) * scale
+    if a.size == 0:
+        return "–"
+    if a.size == 1:
+        return format(a[0], fmt)
+    return f"{format(a.mean(), fmt)} ± {format(a.std(ddof=1), fmt)}"
+
+
+def median_str(values, fmt: str = ".3g") -> str:
+    a = _finite(values)
+    if not a.size:
+        return "–"
+    m = float(np.median(a))
+    return f"{m:.0f}" if abs(m) >= 100 else format(m, fmt)
+
+
+def status_counts(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    return ", ".join(f"{int(counts[s])} {s}" for s in schema.STATUSES if s in counts)
+
+
+def coverage(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows algorithm × label × backend, columns problems; each entry the cells' status
+    counts (``–``: no such cell in the run)."""
+    last = finals(df)
+    groups = last.groupby(["algorithm", "label", "backend", "problem"], sort=False)["status"]
+    return groups.apply(status_counts).unstack().fillna("–").reset_index()
+
+
+def not_ok(df: pd.DataFrame) -> pd.DataFrame:
+    last = finals(df)
+    bad = last[last["status"] != "ok"]
+    return bad[["cell_id", "status", "reason"]].sort_values(["status", "cell_id"]).reset_index(drop=True)
+
+
+def target_of(problem: str) -> tuple[str, float, str]:
+    """(metric, value, description) of a problem's target."""
+    p = problems.get_problem(problem)
+    if p.target_acc is not None:
+        return "test_acc", p.target_acc, f"test accuracy ≥ {p.target_acc * 100:.0f}%"
+    if p.target_loss is not None:
+        return "test_loss", p.target_loss, f"test loss ≤ {p.target_loss:g}"
+    return "", math.nan, "none"
+
+
+def _to_target(cells: pd.DataFrame, problem: str) -> tuple[str, str]:
+    """Median over seeds of the step and timed seconds at the first evaluation meeting
+    the target; a seed that never does counts as infinity (shown as "not reached")."""
+    metric, value, _ = target_of(problem)
+    if not metric:
+        return "–", "–"
+    steps, secs = [], []
+    for _, cell in cells[cells["status"] == "ok"].groupby("cell_id"):
+        hit = cell[cell[metric] >= value] if metric == "test_acc" else cell[cell[metric] <= value]
+        steps.append(float(hit["step"].min()) if len(hit) else math.inf)
+        secs.append(float(hit["time_s"].min()) if len(hit) else math.inf)
+    if not steps:
+        return "–", "–"
+    step, sec = float(np.median(steps)), float(np.median(secs))
+    return ("not reached", "not reached") if math.isinf(step) else (f"{step:.0f}", f"{sec:.3g}")
+
+
+def final_results(df: pd.DataFrame) -> pd.DataFrame:
+    last = finals(df)
+    out = []
+    for key, cells in df.groupby(KEY, sort=False):
+        ends = last[(last[KEY] == pd.Series(key, index=KEY)).all(axis=1)]
+        done = ends[ends["status"] == "ok"]
+        steps, secs = _to_target(cells, key[0])
+        out.append(
+            {
+                **dict(zip(KEY, key)),
+                "seeds": int(ends["seed"].nunique()),
+                "test acc %": mean_sd(done["test_acc"], ".1f", 100.0),
+                "test loss": mean_sd(done["test_loss"], ".3g"),
+                "non-zero": mean_sd(done["nonzero_frac"], ".3f"),
+                "steps to target": steps,
+                "s to target": secs,
+                "ms/step": median_str(done["ms_per_step"]),
+                "compile s": median_str(done["compile_s"]),
+                "status": status_counts(ends["status"]),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def targets(df: pd.DataFrame) -> pd.DataFrame:
+    names = list(dict.fromkeys(df["problem"]))
+    return pd.DataFrame({"problem": names, "target": [target_of(n)[2] for n in names]})
+
+
+def speed(df: pd.DataFrame, base: str = "torch") -> pd.DataFrame:
+    """Median ms/step over the finished cells of each problem × label × backend, and the
+    speed-up over PyTorch eager, ``ms(torch) / ms(backend)`` (above 1: faster)."""
+    last = finals(df)
+    done = last[last["status"].isin(("ok", "diverged"))]
+    med = done.groupby(KEY, sort=False)["ms_per_step"].median()
+    rows = []
+    for (problem, label, backend), ms in med.items():
+        ref = med.get((problem, label, base), math.nan)
+        ratio = ref / ms if ms > 0 else math.nan
+        rows.append(
+            {
+                "problem": problem,
+                "label": label,
+                "backend": backend,
+                "ms/step": median_str([ms]),
+                f"speed-up vs {base}": "–" if math.isnan(ratio) else f"{ratio:.2f}×",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,179 @@
+"""Synthetic results tables for the report tests: every status, two seeds, two backends,
+and curves shaped so that each of the papers' claims holds (``hold=True``) or fails.
+
+Shapes (per backend, per seed; times are cumulative timed seconds):
+
+- per-iteration: E-MSA's training loss halves every 5 steps and the baselines' every 20
+  (hold), or the reverse (fail), on sine-resnet and mnist5k-rescnn; both meet the
+  problems' targets by step 100;
+- zero init: E-MSA ends at test loss 0.01 and the gradient methods at 0.25 (hold), or
+  E-MSA also at 0.25 (fail);
+- wall clock: E-MSA steps cost 100 ms and the baselines 1 ms (hold), or the reverse (fail);
+- basic MSA: one seed diverges and the other's loss climbs 10× (hold), or it behaves
+  like E-MSA (fail);
+- binary: binary MSA 95% and BinaryConnect 95% (hold), or 90% against 95% (fail);
+- ternary: ternary MSA 95%, non-zero 0.1, against TWN 95%, 0.6 (hold), or non-zero 0.55
+  (fail).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from suites import schema
+
+SEEDS = (0, 1)
+BACKENDS = ("torch", "jax")
+STEPS = (0, 10, 20, 40, 80, 100)
+
+
+def _cell(problem, label, algorithm, backend, seed, **fields):
+    return {
+        "suite": "synthetic",
+        "run_id": "20260101T000000Z-test",
+        "cell_id": f"{problem}.{label}.{backend}.float32.s{seed}",
+        "problem": problem,
+        "algorithm": algorithm,
+        "label": label,
+        "backend": backend,
+        "device": "cpu",
+        "dtype": "float32",
+        "seed": seed,
+        "compile_s": 0.5,
+        "concurrency": 1,
+        **fields,
+    }
+
+
+def _curve(problem, label, algorithm, backend, seed, *, loss, ms, acc=None, nonzero=1.0, diverge_at=None):
+    """Rows at ``STEPS`` with training/test loss ``loss(step)`` and timed ms per step."""
+    rows = []
+    for step in STEPS:
+        row = _cell(
+            problem,
+            label,
+            algorithm,
+            backend,
+            seed,
+            step=step,
+            epoch=step / 10,
+            time_s=max(step - 1, 0) * ms / 1000,
+            ms_per_step=ms,
+            train_loss=loss(step) * (1 + 0.01 * seed),
+            test_loss=loss(step) * (1 + 0.01 * seed),
+            test_acc=math.nan if acc is None else acc(step),
+            nonzero_frac=nonzero + (0.66 - nonzero) * (1 - step / STEPS[-1]),  # falls to `nonzero`
+            layer_nonzero_frac=[nonzero, nonzero],
+            status="ok",
+            reason="",
+        )
+        if diverge_at is not None and step >= diverge_at:
+            row.update(status="diverged", reason=f"non-finite training loss at step {step}", train_loss=math.nan)
+            rows.append(row)
+            break
+        rows.append(row)
+    return rows
+
+
+def rows(hold: bool) -> list[dict]:
+    out = []
+    fast, slow = (lambda s: 0.5 ** (s / 5)), (lambda s: 0.5 ** (s / 20))  # slow still meets the targets by step 100
+    for backend in BACKENDS:
+        for seed in SEEDS:
+            for problem in ("sine-resnet", "mnist5k-rescnn"):
+                acc = None if problem.startswith("sine") else (lambda curve: lambda s: 1 - 0.9 * curve(s))
+                emsa_ms, base_ms = (100.0, 1.0) if hold else (1.0, 100.0)
+                emsa_loss = fast if hold else slow
+                base_loss = slow if hold else fast
+                out += _curve(
+                    problem, "emsa", "emsa", backend, seed, loss=emsa_loss, ms=emsa_ms, acc=acc and acc(emsa_loss)
+                )
+                for b in ("sgd", "adagrad", "adam"):
+                    out += _curve(problem, b, b, backend, seed, loss=base_loss, ms=base_ms, acc=acc and acc(base_loss))
+            # basic MSA on the sine net: unstable (one seed diverges, the other climbs) or tame
+            if hold:
+                climb = lambda s: 0.1 * (1 + s / 10)
+                out += _curve(
+                    "sine-resnet",
+                    "msa",
+                    "msa",
+                    backend,
+                    seed,
+                    loss=climb,
+                    ms=50.0,
+                    diverge_at=40 if seed == 0 else None,
+                )
+            else:
+                out += _curve("sine-resnet", "msa", "msa", backend, seed, loss=fast, ms=50.0)
+            # all-zero init
+            zero_emsa = (lambda s: 0.25 if s < 20 else 0.01) if hold else (lambda s: 0.25)
+            out += _curve("sine-resnet-zero", "emsa", "emsa", backend, seed, loss=zero_emsa, ms=100.0)
+            for b in ("sgd", "adam"):
+                out += _curve("sine-resnet-zero", b, b, backend, seed, loss=lambda s: 0.25, ms=1.0)
+            # binary and ternary MLPs
+            bin_acc = 0.95 if hold else 0.90
+            out += _curve(
+                "mnist5k-mlp-binary",
+                "dmsa-binary",
+                "dmsa",
+                backend,
+                seed,
+                loss=slow,
+                ms=5.0,
+                acc=lambda s, a=bin_acc: a,
+            )
+            out += _curve("mnist5k-mlp-binary", "bc", "ste", backend, seed, loss=slow, ms=5.0, acc=lambda s: 0.95)
+            out += _curve(
+                "mnist5k-mlp-ternary",
+                "dmsa-ternary",
+                "dmsa",
+                backend,
+                seed,
+                loss=slow,
+                ms=5.0,
+                acc=lambda s: 0.95,
+                nonzero=0.1 if hold else 0.55,
+            )
+            out += _curve(
+                "mnist5k-mlp-ternary", "twn", "ste", backend, seed, loss=slow, ms=5.0, acc=lambda s: 0.95, nonzero=0.6
+            )
+    # the other statuses: a skipped cell and an error cell
+    out.append(
+        _cell(
+            "sine-resnet",
+            "emsa-optax-lbfgs",
+            "emsa",
+            "torch",
+            0,
+            step=0,
+            status="skipped",
+            reason="inner solver 'optax-lbfgs' runs in the reference and jax backends only",
+        )
+    )
+    err = _curve("mnist5k-mlp", "adam", "adam", "jax", 0, loss=slow, ms=3.0, acc=lambda s: 0.9)[:2]
+    err.append(
+        _cell("mnist5k-mlp", "adam", "adam", "jax", 0, step=20, status="error", reason="RuntimeError: out of memory")
+    )
+    return out + err
+
+
+METADATA = {
+    "suite": "synthetic",
+    "run_id": "20260101T000000Z-test",
+    "git_sha": "0123456789abcdef",
+    "git_dirty": True,
+    "device": "cpu",
+    "device_name": "test CPU",
+    "created": "2026-01-01T00:00:00+00:00",
+    "finished": "2026-01-01T00:10:00+00:00",
+    "versions": {"python": "3.11", "numpy": np.__version__},
+    "options": {"jobs": 1, "threads": 1},
+}
+
+
+def write(tmp_path: Path, hold: bool = True, drop_problem: str | None = None) -> Path:
+    df = schema.frame([r for r in rows(hold) if r["problem"] != drop_problem])
+    return schema.write_parquet(df, tmp_path / f"run-{hold}-{drop_problem}.parquet", METADATA)
