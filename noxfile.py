@@ -43,12 +43,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The main job: run the default suite (options after ``--`` go to ``run``), then
-    build the report of the run it just made (``reports/default/index.html``)."""
+    """The main job: run the default suite (options after ``--`` go to ``run``), compare
+    it with the previous run of the suite on this device, then build the report of the
+    run it just made (``reports/default/index.html``)."""
     install(session)
     session.run("python", "-m", "suites", "run", "default", *session.posargs)
     args = list(session.posargs)
     out = args[args.index("--out") + 1] if "--out" in args[:-1] else "results"
+    # what got worse since the previous run of this suite on this device (none: says so)
+    session.run("python", "-m", "suites", "compare", "--suite", "default", "--results-dir", out)
     session.run("python", "-m", "reports", "build", "--suite", "default", "--results-dir", out)
 
 
@@ -81,3 +84,44 @@ def benchmark(session: nox.Session) -> None:
         env={"MSABENCH_BENCHMARKS": "1"},
     )
     session.run("python", "tests/bench/ratios.py", out, "--markdown", "reports/bench/backends.md")
+
+
+@nox.session
+def microbench(session: nox.Session) -> None:
+    """Op- and step-level microbenchmarks (``tests/bench/test_ops.py``), saved under
+    ``.benchmarks/``; fails when a median is more than 20% slower than in the previous
+    saved run on this machine (``-- --benchmark-compare-fail=median:10%`` to tighten; the
+    first run only saves)."""
+    install(session)
+    if any(Path(".benchmarks").rglob("*.json")):
+        gate = ["--benchmark-compare"]
+        if not any("compare-fail" in a for a in session.posargs):
+            gate.append("--benchmark-compare-fail=median:20%")
+    else:
+        session.log("no saved run under .benchmarks/ yet: this run becomes the baseline")
+        gate = []
+    session.run(
+        "pytest",
+        "tests/bench/test_ops.py",
+        "--benchmark-only",
+        "--benchmark-autosave",
+        *gate,
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"MSABENCH_BENCHMARKS": "1"},
+    )
+
+
+@nox.session
+def asv(session: nox.Session) -> None:
+    """asv: time, peak memory and tracked quality of every default-suite configuration
+    (``suites/asv_benchmarks``) on this checkout, results in ``.asv/results``, HTML
+    published to ``reports/asv``. Options after ``--`` go to ``asv run`` (e.g.
+    ``-- --quick -b Step_sine_resnet``)."""
+    install(session)
+    session.install("asv")
+    sha = session.run("git", "rev-parse", "HEAD", external=True, silent=True).strip()
+    session.run("asv", "machine", "--yes")
+    session.run("asv", "run", "--python=same", f"--set-commit-hash={sha}", "--show-stderr", *session.posargs)
+    session.run("asv", "publish")

@@ -6,6 +6,7 @@
     msabench list
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
     msabench summary [RESULTS.parquet | --suite NAME] ... (see reports/summary.py)
+    msabench compare [BASE NEW] [--suite NAME] [--fail-on-regression] ... (see suites/compare.py)
 
 ``run`` checks every input before it creates anything; bad input prints one line
 ``msabench: error: ...`` on stderr and exits 2. On success the run file's path is the last
@@ -209,7 +210,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> Parser:
     from reports import summary
-    from suites import tune
+    from suites import compare, tune
 
     parser = Parser(prog=PROG, description="MSA training algorithms benchmark")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -217,6 +218,7 @@ def build_parser() -> Parser:
     sub.add_parser("list", help="suites, problems and algorithm x backend availability")
     tune.add_arguments(sub.add_parser("tune", help="tune the baselines' learning rates -> suites/tuned.json"))
     summary.add_arguments(sub.add_parser("summary", help="Markdown summary of a run"))
+    compare.add_arguments(sub.add_parser("compare", help="what got worse between two runs (BASE NEW)"))
     return parser
 
 
@@ -233,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         from suites import tune
 
         return tune.run_from_args(args)
+    if args.command == "compare":
+        from suites import compare
+
+        return compare.run_from_args(args)
     from reports import summary
 
     return summary.run_from_args(args)

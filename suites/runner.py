@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 import implementations as registry
 from implementations import spec
-from suites import grids, problems, schema
+from suites import grids, memory, problems, schema
 
 #: evaluation inputs are fed to ``predict`` in chunks of at most this many rows.
 EVAL_CHUNK = 1000
@@ -423,7 +423,11 @@ def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int
     base = _identity(run, cell, concurrency)
     tb: str | None = None
     try:
-        rows = _train(cell, base, progress)
+        with memory.PeakMemory(cell.backend, cell.device) as peak:
+            rows = _train(cell, base, progress)
+        if any(r["status"] != "skipped" for r in rows):  # a skipped cell allocated nothing of its own
+            for r in rows:
+                r["peak_rss_mib"], r["peak_gpu_mib"] = peak.host_mib, peak.gpu_mib
     except Exception as e:  # noqa: BLE001 - a failing cell is a row, never a dead suite
         tb = traceback.format_exc()
         rows = [{**base, "step": 0, "epoch": 0.0, "status": "error", "reason": schema.one_line(e)}]

@@ -8,7 +8,8 @@ the last step), or a single row when it was skipped. Columns, in file order:
   seed``;
 - trajectory: ``step, epoch, time_s`` (cumulative timed step seconds, the first step
   excluded), ``compile_s`` (the first step's seconds), ``ms_per_step`` (the cell's median
-  over its timed blocks after the first step), ``concurrency`` (cells sharing the device);
+  over its timed blocks after the first step), ``concurrency`` (cells sharing the device),
+  ``peak_rss_mib`` and ``peak_gpu_mib`` (the cell's peak memory, ``suites/memory.py``);
 - metrics: ``train_loss, train_acc, test_loss, test_acc, val_loss, val_acc, nonzero_frac,
   flips, layer_nonzero_frac`` (list: one fraction per layer with a weight ``W``);
 - hyperparameters: ``hp_<field>`` for the union of the fields of ``spec.HYPERPARAMETERS``,
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 
 from implementations import spec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: peak_rss_mib, peak_gpu_mib
 METADATA_KEY = b"msabench"
 STATUSES = ("ok", "diverged", "error", "skipped")
 
@@ -58,6 +59,8 @@ TRAJECTORY = (
     ("compile_s", pa.float64()),
     ("ms_per_step", pa.float64()),
     ("concurrency", pa.int64()),
+    ("peak_rss_mib", pa.float64()),
+    ("peak_gpu_mib", pa.float64()),
 )
 METRICS = (
     ("train_loss", pa.float64()),

@@ -78,6 +78,8 @@ class Fake:
                 if mode == "error" and k >= fake.bad_step:
                     raise RuntimeError("fake failure\non two lines")
                 time.sleep(0.0005)
+                if mode == "allocate":  # 200 MiB, touched so that it is resident, then freed
+                    np.ones(200 * 1024 * 1024 // 8).sum()
                 loss = float("nan") if mode == "diverge" and k >= fake.bad_step else 1.0 / k
                 metrics = {"loss": Scalar(loss, fake.events)}
                 if mode == "flips":

@@ -14,7 +14,7 @@ from conftest import tiny_suite
 
 import implementations
 from implementations import spec
-from suites import grids, runner, schema, tune
+from suites import grids, memory, runner, schema, tune
 
 
 def _cells(suite, **kw):
@@ -301,3 +301,22 @@ def test_why_not_names_backends_an_inner_solver_runs_in():
     assert reasons == ["inner solver 'optax-lbfgs' runs in the reference and jax backends only"]
     assert not [r for r in implementations.why_not(hp, "jax") if "optax-lbfgs" in r]
     assert not [r for r in implementations.why_not(spec.EMSA(rho=1.0), "torch") if "inner solver" in r]
+
+
+@pytest.mark.skipif(
+    not memory._reset_host_peak(), reason="this kernel refuses to reset the peak RSS (/proc/self/clear_refs)"
+)
+def test_peak_memory_is_per_cell(fake_backend):
+    """The peak RSS is reset at each cell's start: a cell that allocates 200 MiB reports at
+    least 150 MiB more than a cell that does not, though it ran first in the same process."""
+    fake_backend.modes.update(sgd="allocate")
+    big, small = _cells(tiny_suite())[:2]  # sgd, then adagrad
+    first, second = _run_one(big), _run_one(small)
+    assert first["peak_rss_mib"].nunique() == 1 and second["peak_rss_mib"].nunique() == 1
+    assert first["peak_rss_mib"].iloc[0] - second["peak_rss_mib"].iloc[0] > 150
+    assert first["peak_gpu_mib"].isna().all()  # CPU: not measured
+
+
+def test_skipped_cell_has_no_peak_memory(fake_backend):
+    fake_backend.modes.update(sgd="skip")
+    assert _run_one(_cells(tiny_suite())[0])["peak_rss_mib"].isna().all()

@@ -1,0 +1,33 @@
+"""The asv benchmarks are discovered (``asv check``) and run (one problem's classes,
+``--quick``: one sample each, nothing saved), in this environment (``--python=same``)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("asv") is None, reason="asv (a test extra) is not installed")
+
+
+def _asv(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["asv", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_asv_check_discovers_every_benchmark():
+    proc = _asv("check", "--python=same")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "No problems found" in proc.stdout
+
+
+def test_asv_quick_run_of_one_problem():
+    proc = _asv("run", "--python=same", "--quick", "--dry-run", "--show-stderr", "-b", "(Step|Track)_sine_resnet\\.")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for name in ("time_step", "peakmem_step", "track_test_error", "track_dense_fraction"):
+        assert f"Step_sine_resnet.{name}" in out or f"Track_sine_resnet.{name}" in out, name
+    assert "failed" not in out.lower(), out[-3000:]

@@ -1,0 +1,139 @@
+"""``msabench compare``: regressions flagged, seed noise not, exit code on request, and
+runs that do not compare refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from suites import __main__ as cli
+from suites import compare, schema
+
+META = {"suite": "cmp", "device": "cpu", "device_name": "test CPU"}
+
+
+def _rows(run_id: str, configs: dict[str, dict]) -> list[dict]:
+    """One final row per seed of each label: ``configs[label]`` lists per-seed values."""
+    rows = []
+    for label, values in configs.items():
+        for seed, ms in enumerate(values["ms"]):
+            rows.append(
+                {
+                    "suite": "cmp",
+                    "run_id": run_id,
+                    "cell_id": f"p.{label}.torch.float32.s{seed}",
+                    "problem": "p",
+                    "algorithm": "sgd",
+                    "label": label,
+                    "backend": "torch",
+                    "device": "cpu",
+                    "dtype": "float32",
+                    "seed": seed,
+                    "step": 100,
+                    "ms_per_step": ms,
+                    "compile_s": 1.0,
+                    "peak_rss_mib": 500.0,
+                    "test_acc": values.get("acc", [0.95] * 3)[seed],
+                    "test_loss": 0.2,
+                    "nonzero_frac": 1.0,
+                    "status": "ok",
+                    "reason": "",
+                }
+            )
+    return rows
+
+
+BASE = {
+    "slowed": {"ms": [10.0, 10.5, 11.0]},
+    "wobbly": {"ms": [10.0, 11.0, 12.0]},
+    "less-accurate": {"ms": [5.0, 5.0, 5.0], "acc": [0.95, 0.95, 0.95]},
+}
+NEW = {
+    "slowed": {"ms": [13.0, 13.65, 14.3]},  # 30% slower, far outside the seeds' spread
+    "wobbly": {"ms": [10.3, 11.33, 12.36]},  # 3% slower, inside the 2 ms spread
+    "less-accurate": {"ms": [5.0, 5.0, 5.0], "acc": [0.93, 0.93, 0.93]},  # 2 points down
+}
+
+
+def _write(tmp_path, name: str, run_id: str, configs: dict, **meta) -> str:
+    df = schema.frame(_rows(run_id, configs))
+    return str(schema.write_parquet(df, tmp_path / "cmp" / f"{name}.parquet", {**META, "run_id": run_id, **meta}))
+
+
+def test_slowdown_and_accuracy_drop_flagged_wobble_not(tmp_path):
+    base, new = _write(tmp_path, "20260101T000000Z-a", "a", BASE), _write(tmp_path, "20260102T000000Z-b", "b", NEW)
+    b, n, _, _ = compare.load_pair(Path(base), Path(new))
+    table = compare.compare(b, n).set_index("label")
+    assert table.loc["slowed", "verdict"] == compare.REGRESSED and "ms/step" in table.loc["slowed", "what"]
+    assert "+30%" in table.loc["slowed", "ms/step"]
+    assert table.loc["wobbly", "verdict"] == compare.UNCHANGED
+    assert table.loc["less-accurate", "verdict"] == compare.REGRESSED
+    assert table.loc["less-accurate", "what"] == "test acc %"
+
+
+def test_improvement_is_the_mirror_image(tmp_path):
+    base, new = _write(tmp_path, "x1", "x1", NEW), _write(tmp_path, "x2", "x2", BASE)
+    b, n, _, _ = compare.load_pair(Path(base), Path(new))
+    table = compare.compare(b, n).set_index("label")
+    assert table.loc["slowed", "verdict"] == compare.IMPROVED
+    assert table.loc["less-accurate", "verdict"] == compare.IMPROVED
+    assert table.loc["wobbly", "verdict"] == compare.UNCHANGED
+
+
+def test_exit_code_follows_fail_on_regression(tmp_path, capsys):
+    base, new = _write(tmp_path, "r1", "r1", BASE), _write(tmp_path, "r2", "r2", NEW)
+    assert cli.main(["compare", base, new]) == 0
+    out = capsys.readouterr().out
+    assert "regressed" in out and "2 regressed, 0 improved, 1 unchanged" in out
+    assert cli.main(["compare", base, new, "--fail-on-regression"]) == 1
+    same = _write(tmp_path, "r3", "r3", BASE)
+    assert cli.main(["compare", base, same, "--fail-on-regression"]) == 0
+
+
+def test_default_pair_is_the_previous_run_on_the_same_device(tmp_path, capsys):
+    _write(tmp_path, "20260101T000000Z-aaaa", "20260101T000000Z-aaaa", BASE)
+    _write(tmp_path, "20260102T000000Z-bbbb", "20260102T000000Z-bbbb", BASE, device="cuda", device_name="GPU")
+    _write(tmp_path, "20260103T000000Z-cccc", "20260103T000000Z-cccc", NEW)
+    pair = compare.default_pair(tmp_path, "cmp")
+    assert [p.stem for p in pair] == ["20260101T000000Z-aaaa", "20260103T000000Z-cccc"]
+    # by run id, and with a single run of the suite there is nothing to compare
+    assert cli.main(["compare", "20260101T000000Z-aaaa", "20260103T000000Z-cccc", "--results-dir", str(tmp_path)]) == 0
+    lonely = tmp_path / "lonely"
+    _write(lonely, "20260101T000000Z-only", "20260101T000000Z-only", BASE)
+    assert cli.main(["compare", "--suite", "cmp", "--results-dir", str(lonely)]) == 0
+    assert "no earlier run" in capsys.readouterr().out
+
+
+def _fail_message(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    return err[0]
+
+
+def test_runs_from_different_devices_are_refused(tmp_path, capsys):
+    base = _write(tmp_path, "d1", "d1", BASE)
+    new = _write(tmp_path, "d2", "d2", NEW, device="cuda", device_name="NVIDIA H100")
+    assert "different devices" in _fail_message(capsys, ["compare", base, new])
+
+
+def test_runs_of_different_schema_versions_are_refused(tmp_path, capsys):
+    base, new = _write(tmp_path, "v1", "v1", BASE), _write(tmp_path, "v2", "v2", NEW)
+    table = pq.read_table(base)
+    meta = json.loads(table.schema.metadata[schema.METADATA_KEY])
+    meta["schema_version"] = schema.SCHEMA_VERSION - 1
+    pq.write_table(table.replace_schema_metadata({schema.METADATA_KEY: json.dumps(meta).encode()}), base)
+    message = _fail_message(capsys, ["compare", base, new])
+    assert (
+        f"schema version {schema.SCHEMA_VERSION - 1}" in message
+        and f"schema version {schema.SCHEMA_VERSION}" in message
+    )
+
+
+def test_missing_run_is_one_line(tmp_path, capsys):
+    assert "not found" in _fail_message(capsys, ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
