@@ -20,17 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.load import ReportError, latest_run
 from suites import Parser, fail, schema
 
 GROUP = ["problem", "label", "backend", "dtype"]
-
-
-def latest_run(results_dir: Path, suite: str) -> Path:
-    """The newest run file of ``suite`` (run ids start with a UTC timestamp)."""
-    runs = sorted((results_dir / suite).glob("*.parquet"))
-    if not runs:
-        raise FileNotFoundError(f"no run files of suite {suite!r} under {results_dir / suite}")
-    return runs[-1]
 
 
 def _finite(values: pd.Series) -> np.ndarray:
@@ -164,7 +157,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         path = Path(args.results) if args.results else latest_run(Path(args.results_dir), args.suite)
         out = write_summary(path, Path(args.out) if args.out else None)
-    except (schema.ResultsError, FileNotFoundError) as e:
+    except (schema.ResultsError, ReportError) as e:
         fail(str(e))
     print(out)
     return 0
