@@ -14,7 +14,7 @@ problem alone. The hyperparameters are the default suite's (tuned rates included
   (ICML measure). asv treats lower as better, as both are here.
 
 Cells that cannot run here (``why_not``: a backend's missing package or solver, no GPU)
-raise ``NotImplementedError``, which asv records as skipped.
+raise asv's ``SkipNotImplemented``: asv records them as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def _trainer(problem_name: str, label: str, backend: str):
     problem = problems.get_problem(problem_name)
     reasons = implementations.why_not(entry.hp, backend, problem, DEVICE)
     if reasons:
-        raise NotImplementedError("; ".join(reasons))
+        from asv_runner.benchmarks.mark import SkipNotImplemented
+
+        raise SkipNotImplemented("; ".join(reasons))
     make = implementations.get(implementations.spec.algorithm_id(entry.hp), backend)
     return problem, make(problem, entry.hp, dtype="float32", device=DEVICE, seed=0)
 
@@ -79,12 +81,14 @@ class _TrackBenchmarks:
 
     def setup_cache(self):
         """Train every configuration once for ``BUDGET`` steps; both track_ benchmarks read it."""
+        from asv_runner.benchmarks.mark import SkipNotImplemented
+
         out = {}
         for label in _entries(self.problem):
             for backend in ("torch", "jax"):
                 try:
                     problem, trainer = _trainer(self.problem, label, backend)
-                except NotImplementedError:
+                except SkipNotImplemented:
                     continue
                 state = trainer.init(problem.init_params(0))
                 stream = problem.batches("train", 0)
@@ -97,8 +101,10 @@ class _TrackBenchmarks:
         return out
 
     def setup(self, cache, label, backend):
-        if (label, backend) not in cache:  # asv records a NotImplementedError in setup as skipped
-            raise NotImplementedError("not available here (see why_not)")
+        if (label, backend) not in cache:
+            from asv_runner.benchmarks.mark import SkipNotImplemented
+
+            raise SkipNotImplemented("not available here (see why_not)")
 
     def track_test_error(self, cache, label, backend):
         return cache[(label, backend)][0]

@@ -69,6 +69,11 @@ def test_dmsa_update(benchmark, backend, n, levels):
     benchmark.group = f"dmsa_update {n}x{n} levels={levels}"
     benchmark.extra_info.update(op="dmsa_update", backend=backend, n=n, levels=levels, device=DEVICE)
     benchmark.pedantic(run, rounds=30, iterations=1, warmup_rounds=3)
+    # a benchmark of a broken op is worthless: its output stays on the allowed levels
+    _, w_new, flips = run()
+    allowed = {-1.0, 1.0} if levels == 2 else {-1.0, 0.0, 1.0}
+    assert set(np.unique(np.asarray(w_new, dtype=np.float64)).tolist()) <= allowed
+    assert 0 <= int(flips) <= n * n
 
 
 STEP_CASES = [
@@ -92,9 +97,10 @@ def test_step(benchmark, backend, problem_name, hp):
     box = {"state": trainer.init(problem.init_params(0))}
 
     def one_step():
-        box["state"], _ = trainer.step(box["state"], next(ring))
+        box["state"], box["metrics"] = trainer.step(box["state"], next(ring))
         trainer.sync(box["state"])
 
     benchmark.group = f"step {problem_name} {spec.algorithm_id(hp)}"
     benchmark.extra_info.update(problem=problem_name, algorithm=spec.algorithm_id(hp), backend=backend, device=DEVICE)
     benchmark.pedantic(one_step, rounds=30, iterations=1, warmup_rounds=3)
+    assert np.isfinite(float(box["metrics"]["loss"]))  # timed steps that trained, not ones that broke
