@@ -1,0 +1,119 @@
+"""Triton ops against the plain-torch ops, on the CPU through Triton's interpreter
+(``TRITON_INTERPRET=1``, set here when no GPU is visible), in CI.
+
+Shapes cover a single entry, sizes that are not multiples of the kernels' block (1,024)
+and sizes spanning several blocks, as vectors and as layer matrices. Discrete outputs
+(W', the flip and non-zero counts) must be equal exactly; DESIGN.md's trap is that exact
+equality only holds away from the rule's thresholds, so every case first checks, in
+float64, that each entry's decision is at least ``MARGIN`` (relative) from its threshold.
+M̄' (a float) follows the kernels' 2× rule: its error against the float64 computation is
+at most twice torch's own float32 error, plus a floor of one float32 ulp of max|M̄'|.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are decorated
+pytest.importorskip("triton")
+
+from implementations.torch import ops as torch_ops
+from implementations.triton import ops as triton_ops
+
+SHAPES = [(1,), (7,), (1023,), (1024,), (1025,), (3000,), (64, 48), (100, 100)]
+MARGIN = 1e-5  # relative distance of every decision from its threshold: ~80 float32 ulps
+RHO = {2: 0.5, 3: 0.25}
+LAM = 1e-5
+
+
+def _inputs(shape, levels: int, seed: int, alpha: float = 0.9):
+    """Random M̄, M, W, with the entries whose decision falls within ``MARGIN`` of a
+    threshold drawn again until none does (a few rounds: ρ_k moves with the redraws)."""
+    g = np.random.default_rng([seed, levels, int(np.prod(shape))])
+    m_bar = g.normal(size=shape) * 1e-3
+    m = g.normal(size=shape) * 1e-3
+    w = (g.integers(-1, 2, size=shape) if levels == 3 else 2 * g.integers(0, 2, size=shape) - 1).astype(np.float64)
+    for _ in range(100):
+        close = _entry_margins(m_bar, m, w, alpha, levels) <= MARGIN
+        if not close.any():
+            return m_bar, m, w
+        m_bar[close] = g.normal(size=int(close.sum())) * 1e-3
+        m[close] = g.normal(size=int(close.sum())) * 1e-3
+    raise AssertionError("could not draw inputs away from the thresholds")
+
+
+def _decision_margin(m_bar, m, w, alpha, levels) -> float:
+    return float(np.min(_entry_margins(m_bar, m, w, alpha, levels)))
+
+
+def _entry_margins(m_bar, m, w, alpha, levels) -> np.ndarray:
+    """Per entry, the distance of M̄' (float64) from every threshold the rule compares it
+    with, relative to max|M̄'| (see ``torch.ops.dmsa_update``)."""
+    new = alpha * m_bar + (1 - alpha) * m
+    target = np.where(new >= 0, 1.0, -1.0) if levels == 2 else np.sign(new)
+    wrong = w != target
+    scale = float(np.max(np.abs(new)))
+    dists = [np.abs(new)]
+    if wrong.any():
+        rho_k = RHO[levels] * float(np.max(np.abs(new[wrong])))
+        if levels == 2:
+            dists.append(np.abs(np.abs(new) - rho_k))
+        else:
+            dists += [np.abs(new - (rho_k * (1 - 2 * w) + LAM)), np.abs(new + rho_k * (1 + 2 * w) + LAM)]
+    return np.minimum.reduce(dists) / scale
+
+
+@pytest.mark.parametrize("levels", [2, 3], ids=["binary", "ternary"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dmsa_update_matches_torch(shape, levels):
+    alpha = 0.9
+    m_bar, m, w = _inputs(shape, levels, seed=0)
+    assert _decision_margin(m_bar, m, w, alpha, levels) > MARGIN, "inputs too close to a threshold"
+    args = [torch.as_tensor(a, dtype=torch.float32) for a in (m_bar, m, w)]
+    kw = {"alpha": alpha, "rho": RHO[levels], "levels": levels, "lam": LAM}
+    ref_m, ref_w, ref_flips = torch_ops.dmsa_update(*args, **kw)
+    got_m, got_w, got_flips, got_nonzero = triton_ops.dmsa_update_with_nonzero(*args, **kw)
+    assert torch.equal(got_w, ref_w)
+    assert got_w.dtype == ref_w.dtype and got_w.shape == ref_w.shape
+    assert int(got_flips) == int(ref_flips) and got_flips.dtype == torch.int64
+    assert int(got_nonzero) == int((ref_w != 0).sum())
+    exact = alpha * m_bar + (1 - alpha) * m  # float64
+    err_torch = float(np.max(np.abs(ref_m.double().numpy() - exact)))
+    err_triton = float(np.max(np.abs(got_m.double().numpy() - exact)))
+    floor = float(np.spacing(np.float32(np.max(np.abs(exact)))))
+    assert err_triton <= 2 * err_torch + floor
+
+
+@pytest.mark.parametrize("levels", [2, 3], ids=["binary", "ternary"])
+def test_int8_weights_keep_their_dtype(levels):
+    m_bar, m, w = _inputs((2500,), levels, seed=1)
+    args32 = [torch.as_tensor(a, dtype=torch.float32) for a in (m_bar, m)]
+    w8 = torch.as_tensor(w, dtype=torch.int8)
+    kw = {"alpha": 0.9, "rho": RHO[levels], "levels": levels, "lam": LAM}
+    _, ref_w, ref_flips = torch_ops.dmsa_update(*args32, w8.float(), **kw)
+    _, got_w, got_flips = triton_ops.dmsa_update(*args32, w8, **kw)
+    assert got_w.dtype == torch.int8
+    assert torch.equal(got_w.float(), ref_w) and int(got_flips) == int(ref_flips)
+
+
+@pytest.mark.parametrize("levels", [2, 3], ids=["binary", "ternary"])
+def test_no_wrong_signed_entry_leaves_w_unchanged(levels):
+    """Every W already equals sgn(M̄') (binary) / sign(M̄') (ternary): ρ_k has no entry to
+    take its max over, and W must come back unchanged with zero flips."""
+    m_bar = torch.linspace(-1, 1, 2049) * 1e-3 + 1e-9
+    w = torch.where(m_bar >= 0, 1.0, -1.0)
+    _, got_w, flips = triton_ops.dmsa_update(m_bar, m_bar, w, alpha=0.5, rho=0.5, levels=levels, lam=0.0)
+    assert torch.equal(got_w, w) and int(flips) == 0
+
+
+def test_bad_levels_and_shapes_are_refused():
+    a = torch.zeros(4)
+    with pytest.raises(ValueError, match="levels"):
+        triton_ops.dmsa_update(a, a, a, alpha=0.9, rho=0.5, levels=4, lam=0.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        triton_ops.dmsa_update(a, torch.zeros(5), a, alpha=0.9, rho=0.5, levels=2, lam=0.0)
