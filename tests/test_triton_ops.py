@@ -117,3 +117,36 @@ def test_bad_levels_and_shapes_are_refused():
         triton_ops.dmsa_update(a, a, a, alpha=0.9, rho=0.5, levels=4, lam=0.0)
     with pytest.raises(ValueError, match="shapes differ"):
         triton_ops.dmsa_update(a, torch.zeros(5), a, alpha=0.9, rho=0.5, levels=2, lam=0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# emsa_dense_grad: one launch for a whole residual stack
+# ---------------------------------------------------------------------------------------
+
+STACKS = [(20, 100, 5), (3, 7, 1), (2, 33, 17), (1, 1, 32)]  # (layers, samples, width): the sine net first
+
+
+@pytest.mark.parametrize(("layers", "samples", "width"), STACKS, ids=lambda v: str(v))
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_emsa_dense_grad_matches_torch(layers, samples, width, rho):
+    """float32 error against the float64 closed form on the same (float32) inputs: at most
+    twice torch's float32 error plus 4 float32 ulps of the gradient's scale."""
+    g = torch.Generator().manual_seed(layers * 1000 + samples + width)
+    shapes = [(layers, width, width), (layers, width)] + [(layers, samples, width)] * 4
+    inputs32 = [torch.randn(s, generator=g) * (0.5 if i < 2 else 1.0) for i, s in enumerate(shapes)]
+    kw = {"delta": 0.25, "rho": rho, "reg": 1e-3}
+    exact = torch_ops.emsa_dense_grad(*(t.double() for t in inputs32), **kw)
+    mine = triton_ops.emsa_dense_grad(*inputs32, **kw)
+    theirs = torch_ops.emsa_dense_grad(*inputs32, **kw)
+    for e, m, t in zip(exact, mine, theirs):
+        assert m.shape == e.shape and m.dtype == torch.float32
+        err_triton = float((m.double() - e).abs().max())
+        err_torch = float((t.double() - e).abs().max())
+        floor = 4 * float(np.spacing(np.float32(e.abs().max())))
+        assert err_triton <= 2 * err_torch + floor, (err_triton, err_torch, floor)
+
+
+def test_emsa_dense_grad_refuses_wide_layers():
+    big = torch.zeros(1, 33, 33)
+    with pytest.raises(ValueError, match="width 33"):
+        triton_ops.emsa_dense_grad(big, torch.zeros(1, 33), *(torch.zeros(1, 4, 33),) * 4, delta=0.1, rho=1.0, reg=0.0)

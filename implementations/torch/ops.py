@@ -4,6 +4,8 @@
 - ``terminal_loss(loss, z, y)``: ``(1/S) Σ_s Φ``;
 - ``dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
   binary/ternary MSA's per-layer update (ALGORITHMS.md §3), nothing else;
+- ``emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta, rho, reg) -> (grad_w, grad_b)``:
+  E-MSA's ascent direction for a stack of dense residual tanh layers, in closed form;
 - quantizers: ``sgn`` (sgn(0) = +1), ``quantize_init``, ``ste_quantize``.
 """
 
@@ -123,3 +125,34 @@ def ste_quantize(w: torch.Tensor, kind: str, u: torch.Tensor | None = None) -> t
         a = torch.where(big, w.abs(), torch.zeros_like(w)).sum() / big.sum().clamp(min=1)
         return a * torch.where(w > delta, 1.0, torch.where(w < -delta, -1.0, 0.0)).to(w.dtype)
     raise ValueError(f"unknown STE kind {kind!r} (known: bc, twn)")
+
+
+def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """∇ of the augmented Hamiltonian with respect to (W, b), for every layer of a stack of
+    ``f(x) = x + δ tanh(x W + b)`` at once, in closed form (no autograd).
+
+    Shapes: ``w`` (L, d, d), ``b`` (L, d), the stored ``x = x_t``, ``x_next = x_{t+1}``,
+    ``p = p_t``, ``p_next = p_{t+1}`` (L, S, d). With z = xW + b, a = tanh z, s = 1 - a²,
+    q = p_{t+1}:
+
+        H̃ = Σ q·f - reg/2 (‖W‖² + ‖b‖²) - ρ/2 ‖r₁‖² - ρ/2 ‖r₂‖²,
+        r₁ = x_{t+1} - f,   g = q ⊙ s,   ∇ₓH = q + δ g Wᵀ,   r₂ = p_t - ∇ₓH,
+        U = ρ δ r₂,   V = U W,
+        ∂H̃/∂z = δ (q + ρ r₁) ⊙ s - 2 V ⊙ q ⊙ a ⊙ s,
+        ∇_W H̃ = xᵀ ∂H̃/∂z + Uᵀ g - reg W,      ∇_b H̃ = Σ_s ∂H̃/∂z - reg b.
+
+    The second-order term (the ∇ₓH penalty) enters through U: directly (Uᵀ g, W inside
+    ∇ₓH) and through s(z) (the V term). This is the plain-torch reference of the fused
+    kernels; ``tests/test_kernels.py`` checks it against autograd."""
+    z = torch.baddbmm(b[:, None, :], x, w)
+    a = torch.tanh(z)
+    s = 1 - a * a
+    r1 = x_next - (x + delta * a)
+    g = p_next * s
+    r2 = p - p_next - delta * torch.bmm(g, w.transpose(1, 2))
+    u = (rho * delta) * r2
+    v = torch.bmm(u, w)
+    dz = delta * (p_next + rho * r1) * s - 2 * v * p_next * a * s
+    grad_w = torch.bmm(x.transpose(1, 2), dz) + torch.bmm(u.transpose(1, 2), g) - reg * w
+    grad_b = dz.sum(dim=1) - reg * b
+    return grad_w, grad_b

@@ -1,5 +1,8 @@
 """Triton versions of the hot ops of ``implementations.torch.ops``, same signatures.
 
+``emsa_dense_grad`` (the closed form of ``torch.ops.emsa_dense_grad``) runs every layer of
+a residual stack in one launch, one program per layer; see its docstring.
+
 ``dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)`` in
 two passes over memory, the fewest the reduction allows (ρ_k needs the max of |M̄'| over
 *all* wrong-signed entries before any entry can be decided):
@@ -111,3 +114,75 @@ def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: floa
     """``implementations.torch.ops.dmsa_update``, as two Triton passes (module docstring)."""
     m_new, w_new, flips, _ = dmsa_update_with_nonzero(m_bar, m, w, alpha=alpha, rho=rho, levels=levels, lam=lam)
     return m_new, w_new, flips
+
+
+@triton.jit
+def _tanh(z):
+    """tanh from exp (libdevice is not available in Triton's interpreter): a Taylor
+    polynomial for |z| < 0.1 (error < 1e-10), ``(1 - e)/(1 + e)``, e = exp(-2|z|), beyond
+    (a few ulps: 1 - e loses at most ~3 ulps there)."""
+    az = tl.abs(z)
+    z2 = z * z
+    poly = z * (1.0 + z2 * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0))))
+    e = tl.exp(-2.0 * az)
+    far = (1.0 - e) / (1.0 + e)
+    return tl.where(az < 0.1, poly, tl.where(z < 0, -far, far))
+
+
+@triton.jit
+def _emsa_dense_grad_kernel(
+    w_ptr, b_ptr, x_ptr, xn_ptr, p_ptr, pn_ptr, gw_ptr, gb_ptr,
+    S, D, delta, rho, reg,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    layer = tl.program_id(0)
+    rows = tl.arange(0, BLOCK_S)
+    cols = tl.arange(0, BLOCK_D)
+    row_ok = rows < S
+    col_ok = cols < D
+    sd = row_ok[:, None] & col_ok[None, :]
+    dd = col_ok[:, None] & col_ok[None, :]
+    state = layer * S * D + rows[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + state, mask=sd, other=0.0)
+    xn = tl.load(xn_ptr + state, mask=sd, other=0.0)
+    p = tl.load(p_ptr + state, mask=sd, other=0.0)
+    q = tl.load(pn_ptr + state, mask=sd, other=0.0)
+    wm = layer * D * D + cols[:, None] * D + cols[None, :]
+    w = tl.load(w_ptr + wm, mask=dd, other=0.0)  # w[i, j]
+    b = tl.load(b_ptr + layer * D + cols, mask=col_ok, other=0.0)
+    # z[s, j] = Σ_i x[s, i] w[i, j] + b[j]
+    z = tl.sum(x[:, :, None] * w[None, :, :], axis=1) + b[None, :]
+    a = _tanh(z)
+    s = 1.0 - a * a
+    r1 = xn - (x + delta * a)
+    g = q * s
+    # (g Wᵀ)[s, i] = Σ_j g[s, j] w[i, j]
+    gwt = tl.sum(g[:, None, :] * w[None, :, :], axis=2)
+    u = tl.where(sd, (rho * delta) * (p - q - delta * gwt), 0.0)
+    v = tl.sum(u[:, :, None] * w[None, :, :], axis=1)  # (U W)[s, j]
+    dz = tl.where(sd, delta * (q + rho * r1) * s - 2.0 * v * q * a * s, 0.0)
+    gw = tl.sum(x[:, :, None] * dz[:, None, :], axis=0) + tl.sum(u[:, :, None] * g[:, None, :], axis=0) - reg * w
+    gb = tl.sum(dz, axis=0) - reg * b
+    tl.store(gw_ptr + wm, gw, mask=dd)
+    tl.store(gb_ptr + layer * D + cols, gb, mask=col_ok)
+
+
+def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """``torch.ops.emsa_dense_grad`` in one launch for the whole stack: program ℓ computes
+    layer ℓ's (∇_W H̃, ∇_b H̃) from its stored (x, x_{t+1}, p, p_{t+1}), all in registers
+    (the sine toy: S = 100 samples, width d = 5). Sizes are padded to powers of two and
+    masked; d ≤ 32 keeps the (S, d, d) products in registers."""
+    L, S, D = x.shape
+    if w.shape != (L, D, D) or b.shape != (L, D) or not (x.shape == x_next.shape == p.shape == p_next.shape):
+        raise ValueError(
+            f"shapes: w {tuple(w.shape)}, b {tuple(b.shape)}, states {tuple(x.shape)} (want (L, d, d), (L, d), (L, S, d))"
+        )
+    if D > 32:
+        raise ValueError(f"width {D} > 32: this kernel keeps a layer in registers (the JMLR sine net has 5)")
+    w, b, x, x_next, p, p_next = (t.contiguous() for t in (w, b, x, x_next, p, p_next))
+    grad_w, grad_b = torch.empty_like(w), torch.empty_like(b)
+    _emsa_dense_grad_kernel[(L,)](
+        w, b, x, x_next, p, p_next, grad_w, grad_b, S, D, delta, rho, reg,
+        BLOCK_S=triton.next_power_of_2(S), BLOCK_D=max(2, triton.next_power_of_2(D)),
+    )  # fmt: skip
+    return grad_w, grad_b
