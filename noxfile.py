@@ -125,3 +125,12 @@ def asv(session: nox.Session) -> None:
     session.run("asv", "machine", "--yes")
     session.run("asv", "run", "--python=same", f"--set-commit-hash={sha}", "--show-stderr", *session.posargs)
     session.run("asv", "publish")
+
+
+@nox.session
+def kernels(session: nox.Session) -> None:
+    """The Triton/CUDA kernel benchmark (``tests/bench/kernels.py``): dmsa_update on a
+    4096×4096 layer against the copy bandwidth, and one fused E-MSA inner iteration against
+    PyTorch eager. Needs a GPU for the kernel rows; on a CPU it runs the torch rows."""
+    install(session)
+    session.run("python", "tests/bench/kernels.py", *session.posargs)

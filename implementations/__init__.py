@@ -1,7 +1,8 @@
 """The registry: which (algorithm, backend) pairs exist, and why a cell cannot run.
 
 A literal table maps ``(algorithm, backend)`` to ``"module:make"``; modules are imported
-only when asked for, so a machine without JAX can still run the torch backend.
+only when asked for, so a machine without JAX can still run the torch backend. The kernel
+backends (triton, cuda) register only the algorithms their ops serve (dmsa, emsa).
 
     make = implementations.get("emsa", "torch")
     trainer = make(problem, EMSA(rho=1.0), dtype="float32", device="cpu", seed=0)
@@ -15,13 +16,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from implementations import spec
 
 ALGORITHMS = ("sgd", "adagrad", "adam", "msa", "emsa", "dmsa", "ste")
-BACKENDS = ("reference", "torch", "jax")
+BACKENDS = ("reference", "torch", "jax", "triton", "cuda")
+#: kernel backends swap ops, not algorithms: they implement these algorithms only.
+KERNEL_BACKENDS = ("triton", "cuda")
+KERNEL_ALGORITHMS = ("dmsa", "emsa")
 
 _ALGORITHM_FILES = {
     "sgd": "sgd",
@@ -38,10 +43,17 @@ REGISTRY: dict[tuple[str, str], str] = {
     (alg, backend): f"implementations.{backend}.{module}:make"
     for backend in BACKENDS
     for alg, module in _ALGORITHM_FILES.items()
+    if backend not in KERNEL_BACKENDS or alg in KERNEL_ALGORITHMS
 }
 
 #: packages a backend imports; a missing one makes its cells ``skipped``.
-_BACKEND_PACKAGES = {"reference": ("jax", "optax"), "torch": ("torch",), "jax": ("jax", "optax")}
+_BACKEND_PACKAGES = {
+    "reference": ("jax", "optax"),
+    "torch": ("torch",),
+    "jax": ("jax", "optax"),
+    "triton": ("torch", "triton"),
+    "cuda": ("torch",),
+}
 
 #: inner solvers (MSA, E-MSA) that only some backends implement, and which.
 _INNER_SOLVER_BACKENDS = {"optax-lbfgs": ("reference", "jax")}
@@ -60,6 +72,8 @@ def _check_names(algorithm: str, backend: str) -> None:
 def get(algorithm: str, backend: str) -> Callable[..., spec.Trainer]:
     """The ``make`` of an (algorithm, backend) pair, imported now."""
     _check_names(algorithm, backend)
+    if (algorithm, backend) not in REGISTRY:
+        raise KeyError(_not_implemented(algorithm, backend))
     module, name = REGISTRY[(algorithm, backend)].split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -71,6 +85,10 @@ def available() -> list[tuple[str, str]]:
 
 def _missing_packages(backend: str) -> list[str]:
     return [p for p in _BACKEND_PACKAGES[backend] if importlib.util.find_spec(p) is None]
+
+
+def _not_implemented(algorithm: str, backend: str) -> str:
+    return f"the {backend} backend implements {' and '.join(KERNEL_ALGORITHMS)} only, not {algorithm}"
 
 
 def _cuda_available(backend: str) -> bool:
@@ -96,7 +114,11 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
     ``problem``, ``device``) cannot run here; empty when it can."""
     algorithm = hp if isinstance(hp, str) else spec.algorithm_id(hp)
     _check_names(algorithm, backend)
+    if (algorithm, backend) not in REGISTRY:
+        return [_not_implemented(algorithm, backend)]
     reasons = [f"package {p!r} is not installed" for p in _missing_packages(backend)]
+    if backend in KERNEL_BACKENDS and device != "cuda":
+        reasons.append("needs a CUDA device (the kernels run on a GPU; this run is on the CPU)")
     if device == "cuda":
         if backend == "reference":
             reasons.append("the reference backend runs on the CPU only")
@@ -107,6 +129,11 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
         reasons.append(
             f"inner solver {inner!r} runs in the {' and '.join(_INNER_SOLVER_BACKENDS[inner])} backends only"
         )
+    if backend in KERNEL_BACKENDS and algorithm == "emsa" and not isinstance(hp, str):
+        if problem is not None and not _has_dense_stack(problem.layers):
+            reasons.append(f"the {backend} E-MSA kernel needs a stack of dense residual layers")
+        if getattr(hp, "inner", None) not in ("gd", "adam"):
+            reasons.append(f"the {backend} E-MSA kernel runs the gd and adam inner solvers, not {hp.inner!r}")
     if problem is not None:
         wanted = _weights_trained(algorithm, hp)
         if wanted is not None and problem.weights != wanted:
@@ -114,6 +141,10 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
                 f"{algorithm} trains {wanted} weights; problem {problem.name!r} has {problem.weights} weights"
             )
     return reasons
+
+
+def _has_dense_stack(layers) -> bool:
+    return any(isinstance(a, spec.ResDense) and a == b for a, b in itertools.pairwise(layers))
 
 
 def _weights_trained(algorithm: str, hp: Any) -> str | None:

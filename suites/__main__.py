@@ -199,12 +199,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("problems:")
     for p in problems.PROBLEMS.values():
         print(f"  {p.name:<22} weights={p.weights:<8} loss={p.loss:<8} params={p.n_params:<8} init={p.init}")
-    print("algorithms x backends:")
+    print("algorithms x backends (ok, - = not implemented by that backend, [n] = cannot run here, reason below):")
     width = max(len(b) for b in registry.BACKENDS) + 2
     print("  " + " " * 10 + "".join(f"{b:<{width}}" for b in registry.BACKENDS))
+    reasons: list[str] = []
     for alg in registry.ALGORITHMS:
-        cells = [_availability(alg, b) for b in registry.BACKENDS]
+        cells = []
+        for b in registry.BACKENDS:
+            text = "-" if (alg, b) not in registry.REGISTRY else _availability(alg, b)
+            if text not in ("ok", "-"):
+                reasons += [text] if text not in reasons else []
+                text = f"[{reasons.index(text) + 1}]"
+            cells.append(text)
         print(f"  {alg:<10}" + "".join(f"{c:<{width}}" for c in cells))
+    for i, reason in enumerate(reasons, start=1):
+        print(f"  [{i}] {reason}")
     return 0
 
 

@@ -201,7 +201,28 @@ def apply_tuned(suite: Suite, tuned: dict[str, dict[str, Any]]) -> Suite:
 
 
 #: suites before tuning (what ``tune`` searches around).
-UNTUNED: dict[str, Suite] = {s.name: s for s in (_smoke(), _default())}
+def _kernels() -> Suite:
+    """The kernel backends beside PyTorch eager on the problems their kernels serve: the
+    fused discrete update (binary and ternary MLPs) and the one-launch E-MSA gradient (the
+    sine net's 20-layer stack, adam inner solver). Without a GPU, the triton and cuda
+    cells are skipped with the reason."""
+    binary = spec.DMSA(levels=2, rho=0.5, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS)
+    ternary = spec.DMSA(levels=3, rho=0.25, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS)
+    emsa = spec.EMSA(rho=1.0, inner="adam", inner_steps=10, inner_lr=0.01, reg=JMLR_REG)
+    return Suite(
+        "kernels",
+        (
+            _entry("mnist5k-mlp-binary", "dmsa-binary", binary, MNIST_BINARY_STEPS),
+            _entry("mnist5k-mlp-ternary", "dmsa-ternary", ternary, MNIST_BINARY_STEPS),
+            _entry("sine-resnet", "emsa-adam", emsa, SINE_MSA_STEPS),
+        ),
+        backends=("torch", "triton", "cuda"),
+        seeds=(0,),
+        description="Triton and CUDA kernels against PyTorch eager (needs a GPU; skipped without one)",
+    )
+
+
+UNTUNED: dict[str, Suite] = {s.name: s for s in (_smoke(), _default(), _kernels())}
 
 
 def build_suites(tuned: dict[str, dict[str, Any]]) -> dict[str, Suite]:

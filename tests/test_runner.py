@@ -14,7 +14,7 @@ from conftest import tiny_suite
 
 import implementations
 from implementations import spec
-from suites import grids, memory, runner, schema, tune
+from suites import grids, memory, problems, runner, schema, tune
 
 
 def _cells(suite, **kw):
@@ -198,7 +198,10 @@ def test_cell_json_round_trip():
 def test_smoke_suite_covers_every_algorithm_and_backend():
     smoke = grids.UNTUNED["smoke"]
     assert {e.algorithm for e in smoke.entries} == set(implementations.ALGORITHMS)
-    assert set(smoke.backends) == set(implementations.BACKENDS) and smoke.seeds == (0,)
+    # the kernel backends need a GPU; the kernels suite holds them
+    assert set(smoke.backends) == set(implementations.BACKENDS) - set(implementations.KERNEL_BACKENDS)
+    assert smoke.seeds == (0,)
+    assert set(implementations.KERNEL_BACKENDS) <= set(grids.UNTUNED["kernels"].backends)
     assert all(e.steps == 3 and e.eval_every == 3 for e in smoke.entries)
     assert {(e.hp.levels, e.problem) for e in smoke.entries if isinstance(e.hp, spec.DMSA)} == {
         (2, "digits-mlp-binary"),
@@ -320,3 +323,22 @@ def test_peak_memory_is_per_cell(fake_backend):
 def test_skipped_cell_has_no_peak_memory(fake_backend):
     fake_backend.modes.update(sgd="skip")
     assert _run_one(_cells(tiny_suite())[0])["peak_rss_mib"].isna().all()
+
+
+def test_kernel_backends_skip_without_a_gpu_and_say_why():
+    """On a machine without CUDA the triton and cuda cells are skipped with the reason;
+    algorithms they do not implement, and E-MSA settings their kernel lacks, say so too."""
+    sine = problems.get_problem("sine-resnet")
+    digits = problems.get_problem("digits-mlp-binary")
+    for backend in implementations.KERNEL_BACKENDS:
+        assert "needs a CUDA device" in implementations.why_not(spec.DMSA(levels=2, rho=0.5), backend, digits)[0]
+        assert implementations.why_not("sgd", backend) == [
+            f"the {backend} backend implements dmsa and emsa only, not sgd"
+        ]
+        lbfgs = implementations.why_not(spec.EMSA(rho=1.0), backend, digits)
+        assert any("dense residual" in r for r in lbfgs) and any("gd and adam" in r for r in lbfgs)
+        assert not [
+            r for r in implementations.why_not(spec.EMSA(rho=1.0, inner="adam"), backend, sine) if "E-MSA kernel" in r
+        ]
+        with pytest.raises(KeyError, match="implements dmsa and emsa only"):
+            implementations.get("sgd", backend)

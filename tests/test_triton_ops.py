@@ -24,6 +24,7 @@ pytest.importorskip("triton")
 
 from implementations.torch import ops as torch_ops
 from implementations.triton import ops as triton_ops
+from tests import test_parity
 
 SHAPES = [(1,), (7,), (1023,), (1024,), (1025,), (3000,), (64, 48), (100, 100)]
 MARGIN = 1e-5  # relative distance of every decision from its threshold: ~80 float32 ulps
@@ -150,3 +151,21 @@ def test_emsa_dense_grad_refuses_wide_layers():
     big = torch.zeros(1, 33, 33)
     with pytest.raises(ValueError, match="width 33"):
         triton_ops.emsa_dense_grad(big, torch.zeros(1, 33), *(torch.zeros(1, 4, 33),) * 4, delta=0.1, rho=1.0, reg=0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# the triton backend's algorithms, step by step against the reference (interpreter, CPU)
+# ---------------------------------------------------------------------------------------
+
+KERNEL_CASES = [
+    c for c in test_parity.CASES if c.id in ("dmsa-binary", "dmsa-ternary", "emsa-gd-sine", "emsa-adam-sine")
+]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the kernels run on it: tests/test_gpu_kernels.py")
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: c.id)
+def test_triton_backend_matches_reference(case):
+    """The triton backend (the torch algorithms with the Triton ops, kernels run by the
+    interpreter on the CPU in float64) against the reference after each of 7 steps, with
+    test_parity's tolerances, exact discrete weights and flips, and threshold margins."""
+    test_parity.test_backend_matches_reference("triton", case)

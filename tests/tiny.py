@@ -125,6 +125,7 @@ def first_batches(problem: Problem, n: int, seed: int = 0) -> list[tuple[np.ndar
 
 def make_trainer(backend: str, algorithm: str, problem: Problem, hp, dtype: str):
     """A trainer from the registry; a backend's tests skip cleanly where its package is missing."""
-    for package in {"torch": ("torch",), "jax": ("jax", "optax")}.get(backend, ()):
+    needs = {"torch": ("torch",), "jax": ("jax", "optax"), "triton": ("torch", "triton"), "cuda": ("torch",)}
+    for package in needs.get(backend, ()):
         pytest.importorskip(package)
     return implementations.get(algorithm, backend)(problem, hp, dtype=dtype, device="cpu", seed=0)

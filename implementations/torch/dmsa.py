@@ -17,7 +17,9 @@ from implementations.draws import initial_m_bar
 from implementations.torch import common, ops
 
 
-def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
+def make(problem, hp, *, dtype="float32", device="cpu", seed=0, kernels=ops):
+    """``kernels``: the module whose ``dmsa_update`` runs the discrete update (the plain
+    torch ops here; the triton and cuda backends pass theirs)."""
     place = common.Placement(dtype, device)
     layers = problem.layers
     quantized = [t for t, layer in enumerate(layers) if layer.quantized]
@@ -53,7 +55,7 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
             for i, t in enumerate(quantized):
                 w = params[t][0]
                 m = -grads[id(w)]
-                m_bar, w_new, f = ops.dmsa_update(
+                m_bar, w_new, f = kernels.dmsa_update(
                     state["m_bar"][i], m, w, alpha=state["alpha"], rho=hp.rho, levels=hp.levels, lam=hp.lam
                 )
                 state["m_bar"][i] = m_bar

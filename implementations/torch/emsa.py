@@ -16,6 +16,12 @@ skipped (it is multiplied by zero).
 Timing note: ``lbfgs`` is host-side by nature (SciPy drives it, as in the official code),
 so each of its function evaluations waits for the device; ``gd`` and ``adam`` never leave
 it. Layers are solved one after another.
+
+Kernel backends (triton, cuda) pass ``kernels``, a module with ``emsa_dense_grad``: then
+every run of two or more equal ``ResDense`` layers is solved as one stack, each inner
+iteration one call of the closed-form gradient for all its layers (one launch), with the
+same ``gd`` / ``adam`` updates applied to the stacked (W, b) (elementwise, so the same
+numbers as layer by layer). Other layers keep the autograd path.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from implementations import solvers
+from implementations import solvers, spec
 from implementations.torch import common, ops
 
 
@@ -74,11 +80,56 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
     raise ValueError(f"inner solver {inner!r} is not implemented in torch (it has: lbfgs, adam, gd)")
 
 
-def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
-    """``rho`` overrides ``hp.rho`` (basic MSA passes 0)."""
+def dense_stacks(layers) -> list[tuple[int, int]]:
+    """``(first, count)`` of every run of two or more equal consecutive ``ResDense`` layers."""
+    runs: list[list[int]] = []
+    for t, layer in enumerate(layers):
+        if (
+            isinstance(layer, spec.ResDense)
+            and runs
+            and layers[runs[-1][0]] == layer
+            and runs[-1][0] + runs[-1][1] == t
+        ):
+            runs[-1][1] += 1
+        elif isinstance(layer, spec.ResDense):
+            runs.append([t, 1])
+    return [(first, count) for first, count in runs if count > 1]
+
+
+def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: float, hp) -> list[tuple]:
+    """The inner maximisation of a dense residual stack with the fused gradient."""
+    span = slice(first, first + count)
+    w = torch.stack([th[0].detach() for th in thetas]).clone()
+    b = torch.stack([th[1].detach() for th in thetas]).clone()
+    stored = [torch.stack(v[span]) for v in (xs, xs[1:], ps, ps[1:])]
+
+    def grads():
+        return kernels.emsa_dense_grad(w, b, *stored, delta=layer.delta, rho=rho, reg=hp.reg)
+
+    if hp.inner == "gd":
+        for _ in range(hp.inner_steps):
+            gw, gb = grads()
+            w, b = w + hp.inner_lr * gw, b + hp.inner_lr * gb
+    elif hp.inner == "adam":
+        opt = torch.optim.Adam([w, b], lr=hp.inner_lr, maximize=True)
+        for _ in range(hp.inner_steps):
+            w.grad, b.grad = grads()
+            opt.step()
+    else:
+        raise ValueError(f"the fused E-MSA path runs the gd and adam inner solvers, not {hp.inner!r}")
+    return [(w[i].detach(), b[i].detach()) for i in range(count)]
+
+
+def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None, kernels=None):
+    """``rho`` overrides ``hp.rho`` (basic MSA passes 0); ``kernels``: a module with
+    ``emsa_dense_grad`` for the fused path (module docstring)."""
     place = common.Placement(dtype, device)
     layers = problem.layers
     rho = hp.rho if rho is None else rho
+    stacks = dense_stacks(layers) if kernels is not None else []
+    if kernels is not None and (not stacks or hp.inner not in ("gd", "adam")):
+        raise ValueError("the fused E-MSA path needs a stack of dense residual layers and the gd or adam inner solver")
+    stacked = {t: (first, count) for first, count in stacks for t in range(first, first + count)}
 
     def init(params):
         theta = [tuple(place.tensor(v) for v in th) for th in common.per_layer(layers, params)]
@@ -94,6 +145,11 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
         xs = [v.detach() for v in xs]
         new = []
         for t, (layer, theta) in enumerate(zip(layers, params)):
+            if t in stacked:
+                first, count = stacked[t]
+                if t == first:
+                    new += maximise_stack(kernels, layer, params[first : first + count], xs, ps, first, count, rho, hp)
+                continue
             if not theta:
                 new.append(theta)
                 continue

@@ -2,7 +2,7 @@
 // torch.utils.cpp_extension.load; see implementations/cuda/ops.py). Checks shapes, dtypes
 // and devices, allocates outputs and the per-block partials, and raises on a launch error.
 
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include <torch/extension.h>
 
@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dmsa_update(at::Tenso
   auto rho_k = at::empty({1}, fopts);
   auto any = at::empty({1}, iopts);
   auto counts = at::empty({2}, m_bar.options().dtype(at::kLong));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
   auto* c = reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>());
   if (m_bar.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat) {
     check(msabench_dmsa_update_f32(m_bar.data_ptr<float>(), m.data_ptr<float>(), w.data_ptr<float>(),
@@ -84,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor> emsa_dense_grad(at::Tensor w, at::Tensor b, a
   w = w.contiguous(); b = b.contiguous(); x = x.contiguous(); xn = xn.contiguous(); p = p.contiguous(); pn = pn.contiguous();
   auto gw = at::empty_like(w);
   auto gb = at::empty_like(b);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
   if (x.scalar_type() == at::kFloat) {
     check(msabench_emsa_dense_grad_f32(w.data_ptr<float>(), b.data_ptr<float>(), x.data_ptr<float>(),
                                        xn.data_ptr<float>(), p.data_ptr<float>(), pn.data_ptr<float>(),
