@@ -189,45 +189,26 @@ __global__ void emsa_dense_grad_kernel(const T* w, const T* b, const T* x, const
 
 }  // namespace
 
+// One extern "C" launcher per dtype combination, so that the binding links to plain symbols.
+#define MSABENCH_DMSA_LAUNCHER(NAME, T, TW)                                                                      \
+  cudaError_t NAME(const T* m_bar, const T* m, const TW* w, T* m_out, TW* w_out, T* block_max, int* block_wrong, \
+                   T* rho_k, int* any, unsigned long long* counts, int64_t n, int blocks, double alpha,          \
+                   double rho, double lam, int levels, cudaStream_t stream) {                                     \
+    return launch_dmsa<T, TW>(m_bar, m, w, m_out, w_out, block_max, block_wrong, rho_k, any, counts, n, blocks,  \
+                              alpha, rho, lam, levels, stream);                                                   \
+  }
+
+#define MSABENCH_EMSA_LAUNCHER(NAME, T)                                                                          \
+  cudaError_t NAME(const T* w, const T* b, const T* x, const T* xn, const T* p, const T* pn, T* gw, T* gb, int L, \
+                   int S, int D, double delta, double rho, double reg, cudaStream_t stream) {                     \
+    emsa_dense_grad_kernel<T><<<L, 128, 0, stream>>>(w, b, x, xn, p, pn, gw, gb, S, D, T(delta), T(rho), T(reg)); \
+    return cudaGetLastError();                                                                                    \
+  }
+
 extern "C" {
-
-cudaError_t msabench_dmsa_update_f32(const float* m_bar, const float* m, const float* w, float* m_out, float* w_out,
-                                     float* block_max, int* block_wrong, float* rho_k, int* any,
-                                     unsigned long long* counts, int64_t n, int blocks, double alpha, double rho,
-                                     double lam, int levels, cudaStream_t stream) {
-  return launch_dmsa<float, float>(m_bar, m, w, m_out, w_out, block_max, block_wrong, rho_k, any, counts, n, blocks,
-                                   alpha, rho, lam, levels, stream);
-}
-
-cudaError_t msabench_dmsa_update_f32_i8(const float* m_bar, const float* m, const int8_t* w, float* m_out,
-                                        int8_t* w_out, float* block_max, int* block_wrong, float* rho_k, int* any,
-                                        unsigned long long* counts, int64_t n, int blocks, double alpha, double rho,
-                                        double lam, int levels, cudaStream_t stream) {
-  return launch_dmsa<float, int8_t>(m_bar, m, w, m_out, w_out, block_max, block_wrong, rho_k, any, counts, n, blocks,
-                                    alpha, rho, lam, levels, stream);
-}
-
-cudaError_t msabench_dmsa_update_f64(const double* m_bar, const double* m, const double* w, double* m_out,
-                                     double* w_out, double* block_max, int* block_wrong, double* rho_k, int* any,
-                                     unsigned long long* counts, int64_t n, int blocks, double alpha, double rho,
-                                     double lam, int levels, cudaStream_t stream) {
-  return launch_dmsa<double, double>(m_bar, m, w, m_out, w_out, block_max, block_wrong, rho_k, any, counts, n, blocks,
-                                     alpha, rho, lam, levels, stream);
-}
-
-cudaError_t msabench_emsa_dense_grad_f32(const float* w, const float* b, const float* x, const float* xn,
-                                         const float* p, const float* pn, float* gw, float* gb, int L, int S, int D,
-                                         double delta, double rho, double reg, cudaStream_t stream) {
-  emsa_dense_grad_kernel<float><<<L, 128, 0, stream>>>(w, b, x, xn, p, pn, gw, gb, S, D, float(delta), float(rho),
-                                                        float(reg));
-  return cudaGetLastError();
-}
-
-cudaError_t msabench_emsa_dense_grad_f64(const double* w, const double* b, const double* x, const double* xn,
-                                         const double* p, const double* pn, double* gw, double* gb, int L, int S,
-                                         int D, double delta, double rho, double reg, cudaStream_t stream) {
-  emsa_dense_grad_kernel<double><<<L, 128, 0, stream>>>(w, b, x, xn, p, pn, gw, gb, S, D, delta, rho, reg);
-  return cudaGetLastError();
-}
-
+MSABENCH_DMSA_LAUNCHER(msabench_dmsa_update_f32, float, float)
+MSABENCH_DMSA_LAUNCHER(msabench_dmsa_update_f32_i8, float, int8_t)
+MSABENCH_DMSA_LAUNCHER(msabench_dmsa_update_f64, double, double)
+MSABENCH_EMSA_LAUNCHER(msabench_emsa_dense_grad_f32, float)
+MSABENCH_EMSA_LAUNCHER(msabench_emsa_dense_grad_f64, double)
 }  // extern "C"
