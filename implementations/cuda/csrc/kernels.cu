@@ -20,6 +20,22 @@ __device__ T target_of(T m, bool ternary) {
   return m >= T(0) ? T(1) : T(-1);  // sgn(0) = +1
 }
 
+// Tree reduction over the block (blockDim.x a power of two): s_max[0] = max of the
+// threads' values, s_cnt[0] = sum of their counts.
+template <typename T>
+__device__ void block_max_and_sum(T* s_max, int* s_cnt, T value, int count) {
+  s_max[threadIdx.x] = value;
+  s_cnt[threadIdx.x] = count;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      s_max[threadIdx.x] = fmax(s_max[threadIdx.x], s_max[threadIdx.x + stride]);
+      s_cnt[threadIdx.x] += s_cnt[threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+}
+
 // Pass 1: M̄' = α M̄ + (1 - α) M (stored); per block the max |M̄'| over wrong-signed entries
 // and their count.
 template <typename T, typename TW>
@@ -37,16 +53,7 @@ __global__ void ema_wrong_max(const T* m_bar, const T* m, const TW* w, T* out, T
       local_cnt += 1;
     }
   }
-  s_max[threadIdx.x] = local_max;
-  s_cnt[threadIdx.x] = local_cnt;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      s_max[threadIdx.x] = fmax(s_max[threadIdx.x], s_max[threadIdx.x + stride]);
-      s_cnt[threadIdx.x] += s_cnt[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
+  block_max_and_sum(s_max, s_cnt, local_max, local_cnt);
   if (threadIdx.x == 0) {
     block_max[blockIdx.x] = s_max[0];
     block_wrong[blockIdx.x] = s_cnt[0];
@@ -64,16 +71,7 @@ __global__ void reduce_partials(const T* block_max, const int* block_wrong, int 
     mx = fmax(mx, block_max[i]);
     cnt += block_wrong[i];
   }
-  s_max[threadIdx.x] = mx;
-  s_cnt[threadIdx.x] = cnt;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      s_max[threadIdx.x] = fmax(s_max[threadIdx.x], s_max[threadIdx.x + stride]);
-      s_cnt[threadIdx.x] += s_cnt[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
+  block_max_and_sum(s_max, s_cnt, mx, cnt);
   if (threadIdx.x == 0) {
     *rho_k = rho * s_max[0];
     *any = s_cnt[0] > 0;
