@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from reports import tables
 from suites import problems
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
@@ -134,21 +135,10 @@ def emsa_escapes_zero_init(df: pd.DataFrame, backend: str) -> Verdict:
 
 
 def _seconds_to_target(df: pd.DataFrame, problem: str, label: str, backend: str) -> float | None:
-    """Median over seeds of the timed seconds at the first evaluation reaching the
-    problem's target (NaN for a seed that never does); None when not run."""
-    p = problems.get_problem(problem)
-    metric, good = (
-        ("test_acc", lambda v: v >= p.target_acc) if p.target_acc else ("test_loss", lambda v: v <= p.target_loss)
-    )
-    rows = _cells(df, problem, label, backend)
-    rows = rows[rows["status"] == "ok"]
-    if rows.empty:
-        return None
-    times = []
-    for _, cell in rows.groupby("cell_id"):
-        hit = cell[good(cell[metric])]
-        times.append(float(hit["time_s"].min()) if len(hit) else math.inf)
-    return float(np.median(times))
+    """Median over seeds of the timed seconds to the problem's target (infinity when
+    most seeds never reach it; ``tables.to_target``); None when not run."""
+    reached = tables.to_target(_cells(df, problem, label, backend), problem)
+    return None if reached is None else reached[1]
 
 
 def emsa_not_competitive_in_wall_clock(df: pd.DataFrame, backend: str) -> Verdict:

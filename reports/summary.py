@@ -17,47 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from reports.load import ReportError, latest_run
+from reports.tables import finite, mean_sd, median_str, status_counts
 from suites import Parser, fail, schema
 
 GROUP = ["problem", "label", "backend", "dtype"]
 
 
-def _finite(values: pd.Series) -> np.ndarray:
-    a = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    return a[np.isfinite(a)]
-
-
-def mean_sd(values: pd.Series, fmt: str) -> str:
-    """``mean ± sd`` of the finite values (``–`` when none; the sd only with 2+ values)."""
-    a = _finite(values)
-    if a.size == 0:
-        return "–"
-    if a.size == 1:
-        return format(a[0], fmt)
-    return f"{format(a.mean(), fmt)} ± {format(a.std(ddof=1), fmt)}"
-
-
-def _median(values: pd.Series, fmt: str) -> str:
-    a = _finite(values)
-    if not a.size:
-        return "–"
-    m = float(np.median(a))
-    return f"{m:.0f}" if abs(m) >= 100 else format(m, fmt)  # no 1.32e+03 for times
-
-
 def _mean(values: pd.Series, fmt: str) -> str:
-    a = _finite(values)
+    a = finite(values)
     return format(float(a.mean()), fmt) if a.size else "–"
-
-
-def status_counts(statuses: pd.Series) -> str:
-    """``3 ok`` / ``2 ok, 1 diverged``, in the schema's status order."""
-    counts = statuses.value_counts()
-    return ", ".join(f"{int(counts[s])} {s}" for s in schema.STATUSES if s in counts)
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
@@ -76,8 +47,8 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
                 "test acc %": mean_sd(acc, ".1f"),
                 "test loss": mean_sd(done["test_loss"], ".4g"),
                 "non-zero": _mean(done["nonzero_frac"], ".3f"),
-                "ms/step": _median(done["ms_per_step"], ".3g"),
-                "compile s": _median(done["compile_s"], ".3g"),
+                "ms/step": median_str(done["ms_per_step"], ".3g"),
+                "compile s": median_str(done["compile_s"], ".3g"),
                 "status": status_counts(cells["status"]),
             }
         )

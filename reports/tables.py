@@ -21,14 +21,14 @@ from suites import problems, schema
 KEY = ["problem", "label", "backend"]
 
 
-def _finite(values) -> np.ndarray:
+def finite(values) -> np.ndarray:
     a = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
     return a[np.isfinite(a)]
 
 
 def mean_sd(values, fmt: str, scale: float = 1.0) -> str:
     """``mean ± sd`` of the finite values (``–`` when none; the sd only with 2+ values)."""
-    a = _finite(values) * scale
+    a = finite(values) * scale
     if a.size == 0:
         return "–"
     if a.size == 1:
@@ -37,7 +37,7 @@ def mean_sd(values, fmt: str, scale: float = 1.0) -> str:
 
 
 def median_str(values, fmt: str = ".3g") -> str:
-    a = _finite(values)
+    a = finite(values)
     if not a.size:
         return "–"
     m = float(np.median(a))
@@ -73,20 +73,29 @@ def target_of(problem: str) -> tuple[str, float, str]:
     return "", math.nan, "none"
 
 
-def _to_target(cells: pd.DataFrame, problem: str) -> tuple[str, str]:
-    """Median over seeds of the step and timed seconds at the first evaluation meeting
-    the target; a seed that never does counts as infinity (shown as "not reached")."""
+def to_target(cells: pd.DataFrame, problem: str) -> tuple[float, float] | None:
+    """Median over seeds of the step and of the timed seconds at the first evaluation
+    meeting the problem's target, from the ``ok`` rows; a seed that never meets it counts
+    as infinity. None when the problem has no target or no ok cell."""
     metric, value, _ = target_of(problem)
     if not metric:
-        return "–", "–"
+        return None
     steps, secs = [], []
     for _, cell in cells[cells["status"] == "ok"].groupby("cell_id"):
         hit = cell[cell[metric] >= value] if metric == "test_acc" else cell[cell[metric] <= value]
         steps.append(float(hit["step"].min()) if len(hit) else math.inf)
         secs.append(float(hit["time_s"].min()) if len(hit) else math.inf)
     if not steps:
+        return None
+    return float(np.median(steps)), float(np.median(secs))
+
+
+def _to_target(cells: pd.DataFrame, problem: str) -> tuple[str, str]:
+    """``to_target`` as display strings ("not reached" for infinity, "–" for none)."""
+    reached = to_target(cells, problem)
+    if reached is None:
         return "–", "–"
-    step, sec = float(np.median(steps)), float(np.median(secs))
+    step, sec = reached
     return ("not reached", "not reached") if math.isinf(step) else (f"{step:.0f}", f"{sec:.3g}")
 
 
