@@ -184,7 +184,8 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, t: Thresholds = Thresholds())
     the verdict (module docstring)."""
     rows = []
     base_cells, new_cells = _per_seed(base), _per_seed(new)
-    keys = [k for k in dict.fromkeys(map(tuple, new[KEY].to_numpy())) if k in set(map(tuple, base[KEY].to_numpy()))]
+    in_base = set(map(tuple, base[KEY].to_numpy()))
+    keys = [k for k in dict.fromkeys(map(tuple, new[KEY].to_numpy())) if k in in_base]
     for key in keys:
         b, n = (_select(cells, key) for cells in (base_cells, new_cells))
         judged: dict[str, tuple[str, str]] = {}
