@@ -104,14 +104,17 @@ def segments(layers) -> tuple[Segment, ...]:
 def to_segments(segs, flat: list, place: Placement) -> list[tuple]:
     """Flat host parameter list (``init_params`` order) -> one tuple per segment."""
     it = iter(flat)
-    out = []
-    for seg in segs:
-        per_layer = [tuple(next(it) for _ in seg.layer.param_names) for _ in range(seg.count)]
-        if seg.stacked:
-            out.append(tuple(place.array(np.stack(vs)) for vs in zip(*per_layer)))
-        else:
-            out.append(tuple(place.array(v) for v in per_layer[0]))
-    return out
+    return [
+        pack(seg, [tuple(next(it) for _ in seg.layer.param_names) for _ in range(seg.count)], place) for seg in segs
+    ]
+
+
+def pack(seg: Segment, per_layer: list, place: Placement) -> tuple:
+    """One host θ per layer of ``seg`` -> the segment's parameter tuple on the device
+    (stacked along a leading layer axis for a stack)."""
+    if seg.stacked:
+        return tuple(place.array(np.stack(vs)) for vs in zip(*per_layer))
+    return tuple(place.array(v) for v in per_layer[0])
 
 
 def per_layer(segs, params) -> list[tuple]:

@@ -176,6 +176,4 @@ def _unflatten_host(seg, solved: list[np.ndarray], place) -> tuple:
     shapes = seg.layer.param_shapes()
     sizes = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
     per_layer = [[p.reshape(s) for p, s in zip(np.split(vec, sizes), shapes)] for vec in solved]
-    if seg.stacked:
-        return tuple(place.array(np.stack(vs)) for vs in zip(*per_layer))
-    return tuple(place.array(v) for v in per_layer[0])
+    return common.pack(seg, per_layer, place)
