@@ -131,6 +131,11 @@ class MaxPool2(_NoParams):
 
 
 @dataclass(frozen=True)
+class AvgPool2(_NoParams):
+    """2×2 average pooling, stride 2, on (N, C, H, W) (the JMLR code's pooling)."""
+
+
+@dataclass(frozen=True)
 class Flatten(_NoParams):
     """(N, C, H, W) -> (N, C·H·W), C-order."""
 
@@ -140,7 +145,7 @@ class SumFeatures(_NoParams):
     """``f(x) = Σ_i x^i`` kept as (N, 1): the sine toy's read-out."""
 
 
-Layer = Dense | Conv | ResDense | ResConv | BatchNorm | ReLU | Tanh | MaxPool2 | Flatten | SumFeatures
+Layer = Dense | Conv | ResDense | ResConv | BatchNorm | ReLU | Tanh | MaxPool2 | AvgPool2 | Flatten | SumFeatures
 
 #: Losses Φ(z, y) averaged over the batch (the 1/S lives inside the costates):
 #: ``mse``: mean_s (z_s - y_s)² with z, y of shape (S, 1) (the JMLR toy's

@@ -2,8 +2,10 @@
 
     msabench run SUITE [--backend B ...] [--device auto|cpu|cuda] [--dtype float32|float64]
                        [--out DIR] [--resume RUN_ID] [--jobs N] [--seeds N]
-                       [--steps-scale F] [--problem P ...] [--algorithm A ...] [--quiet]
+                       [--steps-scale F | --steps N | --epochs E] [--data-dir DIR]
+                       [--problem P ...] [--algorithm A ...] [--quiet]
     msabench list
+    msabench data [--data-dir DIR] [--download NAME ...]   (see suites/datasets.py)
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
     msabench summary [RESULTS.parquet | --suite NAME] ... (see reports/summary.py)
     msabench compare [BASE NEW] [--suite NAME] [--fail-on-regression] ... (see suites/compare.py)
@@ -51,7 +53,7 @@ def _jobs(text: str) -> int:
 
 
 #: options that define a run's cells; a resumed run keeps the ones in its run.json.
-_CELL_OPTIONS = ("backend", "device", "dtype", "seeds", "steps_scale", "problem", "algorithm")
+_CELL_OPTIONS = ("backend", "device", "dtype", "seeds", "steps_scale", "steps", "epochs", "problem", "algorithm")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +72,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seeds", type=_positive_int, help="use seeds 0..N-1 instead of the suite's")
     p.add_argument("--steps-scale", type=_positive_float, help="multiply every budget and eval interval")
+    p.add_argument("--steps", type=_positive_int, help="train every cell for N steps instead of its budget")
+    p.add_argument("--epochs", type=_positive_float, help="train every cell for E epochs of its problem")
+    add_data_dir_argument(p)
     p.add_argument("--problem", action="append", help="only these problems (repeatable)")
     p.add_argument("--algorithm", action="append", help="only these algorithms (repeatable)")
     p.add_argument(
@@ -80,6 +85,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "reproducibly, on one thread)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_data_dir_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="where the papers' data sets are (default: $MSABENCH_DATA_DIR, else ~/.cache/msabench/data)",
+    )
+
+
+def _use_data_dir(args: argparse.Namespace) -> Path:
+    """Resolve the data directory once and export it, so worker processes see the same."""
+    from suites import datasets
+
+    root = datasets.data_dir(args.data_dir)
+    os.environ[datasets.ENV_VAR] = str(root)
+    return root
 
 
 def _auto_jobs(device: str, n_cells: int) -> int:
@@ -101,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a directory")
+    data_root = _use_data_dir(args)
     if args.resume is not None:
         given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
         if given:
@@ -119,6 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 backends=args.backend,
                 seeds=seeds,
                 steps_scale=args.steps_scale or 1.0,
+                steps=args.steps,
+                epochs=args.epochs,
                 dtype=args.dtype or "float32",
                 device=device,
                 problems_filter=args.problem,
@@ -128,6 +152,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             fail(str(e))
     if grids.TUNED_WARNING:
         print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=sys.stderr)
+    try:
+        absent = runner.check_data(cells)  # a damaged data set stops here, before any cell
+    except runner.RunError as e:
+        fail(str(e))
+    for name in absent:
+        print(f"{PROG}: data set {name!r} not found (its cells are skipped; see `{PROG} data`)", file=sys.stderr)
 
     # Everything is valid: from here on files are written.
     args.jobs = args.jobs or _auto_jobs(device, len(cells))
@@ -143,6 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             "dtype": args.dtype or "float32",
             "seeds": sorted({c.seed for c in cells}),
             "steps_scale": args.steps_scale or 1.0,
+            "steps": args.steps,
+            "epochs": args.epochs,
+            "data_dir": str(data_root),
             "problems": args.problem,
             "algorithms": args.algorithm,
             "jobs": args.jobs,
@@ -217,6 +250,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    """List every data set: present (checksums verified), incomplete, damaged or absent,
+    where, and how to get it; ``--download`` fetches data sets first. Exit 1 when a
+    download fails or a data set is damaged."""
+    from suites import datasets, problems
+
+    root = _use_data_dir(args)
+    status = 0
+    for name in args.download or []:
+        try:
+            datasets.get_dataset(name)
+        except KeyError as e:
+            fail(e.args[0])
+        try:
+            found = datasets.download(name, root)
+            print(f"downloaded {name} into {found.folder}")
+        except datasets.DataError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            status = 1
+    print(f"data directory: {root} (--data-dir, or ${datasets.ENV_VAR})")
+    for name, ds in datasets.DATASETS.items():
+        users = [p.name for p in problems.PROBLEMS.values() if p.dataset == name]
+        found = datasets.locate(name, root)
+        if found.status == "present":
+            try:
+                datasets.verify(name, root)
+                line = f"present   {found.folder} (checksums verified)"
+            except datasets.DataError as e:
+                line, status = f"DAMAGED   {e}", 1
+        elif found.status == "incomplete":
+            line, status = f"INCOMPLETE {found.folder} (missing {', '.join(found.missing)}): {datasets.how_to_get(ds, root)}", 1
+        else:
+            line = f"missing   {datasets.how_to_get(ds, root)}"
+        print(f"  {name:<14} {line}")
+        print(f"  {'':<14} used by: {', '.join(users)}")
+    return status
+
+
 def build_parser() -> Parser:
     from reports import summary
     from suites import compare, tune
@@ -225,6 +296,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_arguments(sub.add_parser("run", help="run a suite, write results/<suite>/<run_id>.parquet"))
     sub.add_parser("list", help="suites, problems and algorithm x backend availability")
+    data = sub.add_parser("data", help="which data sets are present, where, and how to get the others")
+    add_data_dir_argument(data)
+    data.add_argument("--download", action="append", metavar="NAME", help="download a data set (repeatable; online only)")
     tune.add_arguments(sub.add_parser("tune", help="tune the baselines' learning rates -> suites/tuned.json"))
     summary.add_arguments(sub.add_parser("summary", help="Markdown summary of a run"))
     compare.add_arguments(sub.add_parser("compare", help="what got worse between two runs (BASE NEW)"))
@@ -240,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "list":
         return cmd_list(args)
+    if args.command == "data":
+        return cmd_data(args)
     if args.command == "tune":
         from suites import tune
 

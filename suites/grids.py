@@ -222,7 +222,102 @@ def _kernels() -> Suite:
     )
 
 
-UNTUNED: dict[str, Suite] = {s.name: s for s in (_smoke(), _default(), _kernels())}
+# ---------------------------------------------------------------------------------------
+# The papers' suites: their data sets (see suites/datasets.py), budgets in epochs
+# ---------------------------------------------------------------------------------------
+#: ICML paper: epochs and the per-epoch decay d of 1 - α (ALGORITHMS.md §3).
+ICML_SETTINGS = {"mnist-mlp": (250, 0.95), "cifar10-cnn": (500, 0.98), "svhn-cnn": (200, 0.95)}
+JMLR_CNN_EPOCHS = 10
+#: the sine toy in the JMLR code: 500 epochs of one batch of 100 (official config.yml)
+JMLR_SINE_STEPS = 500
+PAPER_EVALS_PER_EPOCH = 5  # JMLR curves: 5 points per epoch; ICML logs: 1 (per epoch)
+#: The CPU reproduction on Fashion-MNIST (README): one epoch of 550 steps per cell.
+REPRO_EPOCHS = 1
+
+
+def _steps_per_epoch(problem: str) -> int:
+    from suites import problems  # lazy: problems imports the data sets module
+
+    return problems.get_problem(problem).steps_per_epoch
+
+
+def _epochs(problem: str, label: str, hp: Any, epochs: float, evals_per_epoch: int = 1) -> Entry:
+    per_epoch = _steps_per_epoch(problem)
+    return Entry(problem, label, hp, max(1, round(epochs * per_epoch)), max(1, per_epoch // evals_per_epoch))
+
+
+def _icml_entries(prefix: str, epochs: float, decay: float, evals_per_epoch: int = 1) -> list[Entry]:
+    """Binary and ternary MSA against BinaryConnect, TWN and full-precision Adam on one
+    ICML network (the authors' ρ, α schedule and λ; BN by Adam at 1e-3)."""
+    binary = spec.DMSA(levels=2, rho=0.5, alpha_decay=decay)
+    ternary = spec.DMSA(levels=3, rho=0.25, alpha_decay=decay)
+    configs = [
+        (f"{prefix}-binary", "dmsa-binary", binary),
+        (f"{prefix}-binary", "bc", spec.STE(kind="bc")),
+        (f"{prefix}-ternary", "dmsa-ternary", ternary),
+        (f"{prefix}-ternary", "twn", spec.STE(kind="twn")),
+        (prefix, "adam", spec.Adam(lr=MLP_ADAM_LR)),
+    ]
+    return [_epochs(problem, label, hp, epochs, evals_per_epoch) for problem, label, hp in configs]
+
+
+def _jmlr_cnn_entries(problem: str, epochs: float) -> list[Entry]:
+    """E-MSA against SGD, Adagrad and Adam on a JMLR residual CNN (the official config's
+    ρ, regulariser and learning rates)."""
+    configs = [
+        ("emsa", spec.EMSA(rho=0.03, reg=JMLR_REG)),
+        ("sgd", spec.SGD(lr=RESCNN_SGD_LR, reg=JMLR_REG)),
+        ("adagrad", spec.Adagrad(lr=RESCNN_ADAGRAD_LR, reg=JMLR_REG)),
+        ("adam", spec.Adam(lr=RESCNN_ADAM_LR, reg=JMLR_REG)),
+    ]
+    return [_epochs(problem, label, hp, epochs, PAPER_EVALS_PER_EPOCH) for label, hp in configs]
+
+
+def _paper_icml() -> Suite:
+    entries = [e for prefix, (epochs, d) in ICML_SETTINGS.items() for e in _icml_entries(prefix, epochs, d)]
+    return Suite(
+        "paper-icml",
+        tuple(entries),
+        backends=("torch", "jax"),
+        seeds=(0,),
+        description="ICML 2018: binary/ternary MSA vs BinaryConnect, TWN, Adam on MNIST, CIFAR-10, SVHN (needs a GPU)",
+    )
+
+
+def _paper_jmlr() -> Suite:
+    sine = [
+        ("emsa", spec.EMSA(rho=1.0, reg=JMLR_REG)),
+        ("sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG)),
+        ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG)),
+        ("adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG)),
+    ]
+    entries = [_entry(p, label, hp, JMLR_SINE_STEPS) for p in ("sine-resnet", "sine-resnet-zero") for label, hp in sine]
+    entries += _jmlr_cnn_entries("mnist-rescnn", JMLR_CNN_EPOCHS) + _jmlr_cnn_entries("fashion-rescnn", JMLR_CNN_EPOCHS)
+    return Suite(
+        "paper-jmlr",
+        tuple(entries),
+        backends=("torch", "jax"),
+        seeds=DEFAULT_SEEDS,
+        description="JMLR 2018: E-MSA vs SGD, Adagrad, Adam on sine, MNIST, Fashion-MNIST (10 epochs)",
+    )
+
+
+def _repro_fashion() -> Suite:
+    entries = _jmlr_cnn_entries("fashion-rescnn", REPRO_EPOCHS) + _icml_entries(
+        "fashion-mlp", REPRO_EPOCHS, 0.95, PAPER_EVALS_PER_EPOCH
+    )
+    return Suite(
+        "repro-fashion",
+        tuple(entries),
+        backends=("torch",),
+        seeds=(0, 1),
+        description="CPU reproduction: paper-jmlr's and the ICML MLP's settings on full Fashion-MNIST, 1 epoch",
+    )
+
+
+UNTUNED: dict[str, Suite] = {
+    s.name: s for s in (_smoke(), _default(), _kernels(), _paper_icml(), _paper_jmlr(), _repro_fashion())
+}
 
 
 def build_suites(tuned: dict[str, dict[str, Any]]) -> dict[str, Suite]:

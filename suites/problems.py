@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from implementations import spec
+from suites import architectures, datasets
 
 SPLITS = ("train", "val", "test")
 _DATA_SEED = 20180710  # fixed: the data split and the toy's samples never change with the run seed
@@ -61,8 +62,17 @@ class Problem:
     target_acc: float | None = None
     #: eval-time test-loss target used by reports for regression problems.
     target_loss: float | None = None
-    #: the authors' logged run (``reports/data/<name>.csv``) this problem stands in for, if any.
+    #: the authors' logged run (``reports/data/<name>.csv``) of this problem, or the one it
+    #: stands in for (see ``reference_exact``), if any.
     reference_run: str | None = None
+    #: True when ``reference_run`` is this very setting (data set and architecture), False
+    #: for a stand-in.
+    reference_exact: bool = False
+    #: the ``suites.datasets`` data set read from the data directory; None for embedded data.
+    dataset: str | None = None
+    #: training-split size when known without loading (the papers' splits), so
+    #: ``steps_per_epoch`` (used when a trainer is built) never forces a load.
+    n_train: int | None = None
 
     # -- data -----------------------------------------------------------------------------
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +83,8 @@ class Problem:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.arrays("train")[0]) // self.batch_size
+        n = self.n_train if self.n_train is not None else len(self.arrays("train")[0])
+        return n // self.batch_size
 
     def batches(self, split: str, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Minibatches of ``batch_size``. ``train``: an endless stream, reshuffled every
@@ -224,51 +235,46 @@ def _load_mnist5k_images() -> dict:
     return {k: (x.reshape(-1, 1, 28, 28), y) for k, (x, y) in flat.items()}
 
 
-# ---------------------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------------------
+def _paper_data(dataset: str, flat: bool) -> Callable[[], dict]:
+    """A loader of one ``suites.datasets`` data set from the data directory, images kept
+    (N, C, H, W) or flattened for an MLP."""
+
+    def load() -> dict:
+        splits = datasets.load(dataset)
+        return {k: (x.reshape(len(x), -1) if flat else x, y) for k, (x, y) in splits.items()}
+
+    load.__qualname__ = f"load_{dataset}{'_flat' if flat else ''}"
+    return load
 
 
-def _residual_sine(depth: int = 20, width: int = 5, delta: float = 0.25) -> tuple:
-    return tuple(spec.ResDense(width, delta) for _ in range(depth)) + (spec.SumFeatures(),)
-
-
-def bn_mlp(sizes: list[int], quantized: bool) -> tuple:
-    """ICML-style MLP: [Dense(no bias) - BN - ReLU]... - Dense(no bias) - BN."""
-    layers: list = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers += [spec.Dense(a, b, bias=False, quantized=quantized), spec.BatchNorm(b)]
-        if i < len(sizes) - 2:
-            layers.append(spec.ReLU())
-    return tuple(layers)
-
-
-def _rescnn(channels: int = 8, n_residual: int = 3, delta: float = 0.5) -> tuple:
-    c = channels
-    return (
-        (spec.Conv(1, c), spec.Tanh(), spec.MaxPool2())
-        + tuple(spec.ResConv(c, delta) for _ in range(n_residual))
-        + (spec.Conv(c, c), spec.Tanh(), spec.MaxPool2(), spec.Flatten(), spec.Dense(c * 7 * 7, 10))
-    )
-
-
-def _mlp_family(
-    prefix: str, sizes: list[int], load: Callable, target: float, reference_runs: dict[str, str] | None = None
+def _family(
+    prefix: str,
+    layers_of: Callable[[bool], tuple],
+    load: Callable,
+    target: float,
+    *,
+    ternary_loss: str = "xent",
+    reference_runs: dict[str, str] | None = None,
+    reference_exact: bool = False,
+    dataset: str | None = None,
+    n_train: int | None = None,
 ) -> dict[str, Problem]:
-    """The real, binary and ternary versions of one BN MLP; ``reference_runs`` maps a
-    weights kind to the authors' logged run it stands in for."""
+    """The real, binary and ternary versions of one BN network. Losses as in the ICML code:
+    squared hinge for binary, ``ternary_loss`` for ternary (cross-entropy on MNIST, squared
+    hinge on CIFAR-10 and SVHN), cross-entropy at full precision. ``reference_runs`` maps
+    a weights kind to the authors' logged run."""
     reference_runs = reference_runs or {}
     out = {}
     for weights, suffix, loss in (
         ("real", "", "xent"),
         ("binary", "-binary", "sqhinge"),
-        ("ternary", "-ternary", "xent"),
+        ("ternary", "-ternary", ternary_loss),
     ):
         quantized = weights != "real"
         name = f"{prefix}{suffix}"
         out[name] = Problem(
             name=name,
-            layers=bn_mlp(sizes, quantized),
+            layers=layers_of(quantized),
             loss=loss,
             weights=weights,
             batch_size=100,
@@ -277,33 +283,117 @@ def _mlp_family(
             n_classes=10,
             target_acc=target,
             reference_run=reference_runs.get(weights),
+            reference_exact=reference_exact and weights in reference_runs,
+            dataset=dataset,
+            n_train=n_train,
         )
     return out
 
 
-PROBLEMS: dict[str, Problem] = {
+def _li_hao(stem: str) -> dict[str, str]:
+    return {w: f"li_hao_2018/{stem}_{w}_per_epoch" for w in ("binary", "ternary")}
+
+
+def _jmlr_rescnn(name: str, dataset: str, target: float) -> Problem:
+    return Problem(
+        name,
+        architectures.jmlr_rescnn(),
+        "xent",
+        "real",
+        100,
+        "good",
+        _paper_data(dataset, flat=False),
+        n_classes=10,
+        target_acc=target,
+        dataset=dataset,
+        n_train=55_000,
+    )
+
+
+#: The embedded problems: real data shipped with the Python packages (or generated).
+EMBEDDED: dict[str, Problem] = {
     # target: test loss 0.05, a tenth of Var(sin x) = 0.5 (the loss of predicting 0)
-    "sine-resnet": Problem("sine-resnet", _residual_sine(), "mse", "real", 100, "good", _load_sine, target_loss=0.05),
-    "sine-resnet-zero": Problem(
-        "sine-resnet-zero", _residual_sine(), "mse", "real", 100, "zero", _load_sine, target_loss=0.05
+    "sine-resnet": Problem(
+        "sine-resnet", architectures.residual_sine(), "mse", "real", 100, "good", _load_sine, target_loss=0.05
     ),
-    **_mlp_family("digits-mlp", [64, 128, 128, 10], _load_digits, target=0.90),
+    "sine-resnet-zero": Problem(
+        "sine-resnet-zero", architectures.residual_sine(), "mse", "real", 100, "zero", _load_sine, target_loss=0.05
+    ),
+    **_family("digits-mlp", lambda q: architectures.bn_mlp([64, 128, 128, 10], q), _load_digits, target=0.90),
     # stand-ins for the ICML MNIST MLP (3×2048 on 55k digits): the authors' logged runs
     # are drawn beside these in the report
-    **_mlp_family(
+    **_family(
         "mnist5k-mlp",
-        [784, 512, 512, 512, 10],
+        lambda q: architectures.bn_mlp([784, 512, 512, 512, 10], q),
         _load_mnist5k_flat,
         target=0.85,
-        reference_runs={
-            "binary": "li_hao_2018/mnist_fc_binary_per_epoch",
-            "ternary": "li_hao_2018/mnist_fc_ternary_per_epoch",
-        },
+        reference_runs=_li_hao("mnist_fc"),
     ),
     "mnist5k-rescnn": Problem(
-        "mnist5k-rescnn", _rescnn(), "xent", "real", 100, "good", _load_mnist5k_images, n_classes=10, target_acc=0.85
+        "mnist5k-rescnn",
+        architectures.rescnn(8, 3),
+        "xent",
+        "real",
+        100,
+        "good",
+        _load_mnist5k_images,
+        n_classes=10,
+        target_acc=0.85,
     ),
 }
+
+_MNIST_LIKE = dict(n_train=55_000, ternary_loss="xent")
+
+#: The papers' problems on their data sets, read from the data directory (``suites.datasets``).
+PAPER: dict[str, Problem] = {
+    # ICML paper (Li & Hao 2018): BinaryConnect's networks, binary / ternary / full precision
+    **_family(
+        "mnist-mlp",
+        architectures.bc_mlp,
+        _paper_data("mnist", flat=True),
+        target=0.98,
+        reference_runs=_li_hao("mnist_fc"),
+        reference_exact=True,
+        dataset="mnist",
+        **_MNIST_LIKE,
+    ),
+    # the ICML MLP on Fashion-MNIST: the paper-scale problem this CPU can run (no logged run)
+    **_family(
+        "fashion-mlp",
+        architectures.bc_mlp,
+        _paper_data("fashion-mnist", flat=True),
+        target=0.85,
+        dataset="fashion-mnist",
+        **_MNIST_LIKE,
+    ),
+    **_family(
+        "cifar10-cnn",
+        architectures.bc_cnn,
+        _paper_data("cifar10", flat=False),
+        target=0.80,
+        ternary_loss="sqhinge",
+        reference_runs=_li_hao("cifar10_conv"),
+        reference_exact=True,
+        dataset="cifar10",
+        n_train=45_000,
+    ),
+    **_family(
+        "svhn-cnn",
+        lambda q: architectures.bc_cnn(q, widths=(64, 128, 256)),
+        _paper_data("svhn", flat=False),
+        target=0.90,
+        ternary_loss="sqhinge",
+        reference_runs=_li_hao("svhn_conv"),
+        reference_exact=True,
+        dataset="svhn",
+        n_train=68_257,
+    ),
+    # JMLR paper (Li, Chen, Tai, E 2018): the residual CNN
+    "mnist-rescnn": _jmlr_rescnn("mnist-rescnn", "mnist", target=0.97),
+    "fashion-rescnn": _jmlr_rescnn("fashion-rescnn", "fashion-mnist", target=0.85),
+}
+
+PROBLEMS: dict[str, Problem] = {**EMBEDDED, **PAPER}
 
 
 def get_problem(name: str) -> Problem:

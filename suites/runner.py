@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 import implementations as registry
 from implementations import spec
-from suites import grids, memory, problems, schema
+from suites import datasets, grids, memory, problems, schema
 
 #: evaluation inputs are fed to ``predict`` in chunks of at most this many rows.
 EVAL_CHUNK = 1000
@@ -139,6 +139,8 @@ def plan(
     backends: Iterable[str] | None = None,
     seeds: Iterable[int] | None = None,
     steps_scale: float = 1.0,
+    steps: int | None = None,
+    epochs: float | None = None,
     dtype: str = "float32",
     device: str = "cpu",
     problems_filter: Iterable[str] | None = None,
@@ -146,8 +148,12 @@ def plan(
 ) -> list[Cell]:
     """The suite's cells (entries × backends × seeds), after checking every name.
 
+    Budgets: each entry's own, multiplied by ``steps_scale``, or replaced by ``steps``
+    training steps or ``epochs`` epochs of its problem (one of the three); evaluation
+    intervals are scaled alike, so every cell keeps about as many evaluation points.
+
     Raises ``RunError`` for unknown backends, problems or algorithms in a filter, a bad
-    dtype or scale, or a plan with no cells left.
+    dtype or budget, or a plan with no cells left.
     """
     backends = tuple(backends) if backends else suite.backends
     seeds = tuple(seeds) if seeds is not None else suite.seeds
@@ -158,6 +164,12 @@ def plan(
         raise RunError(f"unknown dtype {dtype!r} (choose from float32, float64)")
     if not (math.isfinite(steps_scale) and steps_scale > 0):
         raise RunError(f"--steps-scale must be a positive number, got {steps_scale!r}")
+    if sum(x is not None for x in (steps, epochs)) + (steps_scale != 1.0) > 1:
+        raise RunError("--steps-scale, --steps and --epochs are alternatives: give one")
+    if steps is not None and steps < 1:
+        raise RunError(f"--steps must be a positive integer, got {steps!r}")
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise RunError(f"--epochs must be a positive number, got {epochs!r}")
     if not seeds:
         raise RunError("at least one seed is needed")
     entries = list(suite.entries)
@@ -179,13 +191,41 @@ def plan(
             dtype="float64" if b == "reference" else dtype,
             device=device,
         )
-        for e in (x.scaled(steps_scale) for x in entries)
+        for e in (_budgeted(x, steps_scale, steps, epochs) for x in entries)
         for b in backends
         for s in seeds
     ]
     if not cells:
         raise RunError(f"no cells of suite {suite.name!r} match the filters")
     return cells
+
+
+def _budgeted(entry: grids.Entry, scale: float, steps: int | None, epochs: float | None) -> grids.Entry:
+    if steps is not None:
+        return entry.scaled(steps / entry.steps)
+    if epochs is not None:
+        per_epoch = problems.get_problem(entry.problem).steps_per_epoch
+        return entry.scaled(max(1, round(epochs * per_epoch)) / entry.steps)
+    return entry.scaled(scale)
+
+
+def check_data(cells: list[Cell]) -> list[str]:
+    """Before any cell runs: every data set the cells need is read and checksummed.
+
+    Returns the names of absent data sets (their cells will be ``skipped``); raises
+    ``RunError`` (one line with the path and the fix) for an incomplete data set, a
+    truncated file or a checksum mismatch, so no cell trains on damaged data."""
+    needed = sorted({p.dataset for p in map(problems.get_problem, {c.problem for c in cells}) if p.dataset})
+    absent = []
+    for name in needed:
+        try:
+            if datasets.locate(name).status == "absent":
+                absent.append(name)
+            else:
+                datasets.verify(name)
+        except datasets.DataError as e:
+            raise RunError(str(e)) from None
+    return absent
 
 
 # ---------------------------------------------------------------------------------------
@@ -443,7 +483,13 @@ def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int
 
 
 def _skip_reasons(cell: Cell, problem: problems.Problem) -> list[str]:
-    return list(registry.why_not(cell.hp, cell.backend, problem, cell.device))
+    reasons = list(registry.why_not(cell.hp, cell.backend, problem, cell.device))
+    if problem.dataset is not None:
+        found = datasets.locate(problem.dataset)
+        if found.status == "absent":
+            fix = datasets.how_to_get(found.dataset, datasets.data_dir())
+            reasons.append(f"data set {problem.dataset!r} not found in {found.folder}: {fix}")
+    return reasons
 
 
 def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | None) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ import pytest
 
 import implementations
 from implementations import spec
-from suites.problems import Problem, bn_mlp
+from suites.architectures import bn_mlp
+from suites.problems import Problem
 
 _SIZES = {"train": 24, "val": 8, "test": 8}
 

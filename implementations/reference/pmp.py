@@ -70,6 +70,9 @@ def apply(layer: spec.Layer, theta: tuple, x, stats=None):
         return jnp.tanh(x)
     if isinstance(layer, spec.MaxPool2):
         return max_pool2(x)
+    if isinstance(layer, spec.AvgPool2):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
     if isinstance(layer, spec.Flatten):
         return x.reshape(x.shape[0], -1)
     if isinstance(layer, spec.SumFeatures):

@@ -50,6 +50,8 @@ def apply(layer: spec.Layer, theta, x: torch.Tensor, stats=None) -> torch.Tensor
         return torch.tanh(x)
     if isinstance(layer, spec.MaxPool2):
         return F.max_pool2d(x, 2)
+    if isinstance(layer, spec.AvgPool2):
+        return F.avg_pool2d(x, 2)
     if isinstance(layer, spec.Flatten):
         return x.reshape(x.shape[0], -1)
     if isinstance(layer, spec.SumFeatures):
