@@ -199,4 +199,5 @@ def reference_overlay(df: pd.DataFrame, out: Path) -> tuple[list[str], list[str]
             ax.set(title=name if i == 0 else "", xlabel="training samples seen (log scale)", ylabel=ylabel)
             ax.legend(fontsize=7, loc="best")
     _finish(fig)
-    return _save(fig, out, "reference"), [f"{n} ↔ {p.reference_run}" for n, p, *_ in panels]
+    kind = lambda p: "same setting" if p.reference_exact else "stand-in"
+    return _save(fig, out, "reference"), [f"{n} ↔ {p.reference_run} ({kind(p)})" for n, p, *_ in panels]

@@ -226,12 +226,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in grids.SUITES.values():
         n = len(s.entries) * len(s.backends) * len(s.seeds)
         print(
-            f"  {s.name:<10} {len(s.entries)} entries x {len(s.backends)} backends ({', '.join(s.backends)})"
+            f"  {s.name:<13} {len(s.entries)} entries x {len(s.backends)} backends ({', '.join(s.backends)})"
             f" x {len(s.seeds)} seeds = {n} cells   {s.description}"
         )
     print("problems:")
     for p in problems.PROBLEMS.values():
-        print(f"  {p.name:<22} weights={p.weights:<8} loss={p.loss:<8} params={p.n_params:<8} init={p.init}")
+        data = p.dataset or "embedded"
+        print(
+            f"  {p.name:<22} weights={p.weights:<8} loss={p.loss:<8} params={p.n_params:<9} init={p.init:<15}"
+            f" data={data}"
+        )
     print("algorithms x backends (ok, - = not implemented by that backend, [n] = cannot run here, reason below):")
     width = max(len(b) for b in registry.BACKENDS) + 2
     print("  " + " " * 10 + "".join(f"{b:<{width}}" for b in registry.BACKENDS))
@@ -280,7 +284,10 @@ def cmd_data(args: argparse.Namespace) -> int:
             except datasets.DataError as e:
                 line, status = f"DAMAGED   {e}", 1
         elif found.status == "incomplete":
-            line, status = f"INCOMPLETE {found.folder} (missing {', '.join(found.missing)}): {datasets.how_to_get(ds, root)}", 1
+            line, status = (
+                f"INCOMPLETE {found.folder} (missing {', '.join(found.missing)}): {datasets.how_to_get(ds, root)}",
+                1,
+            )
         else:
             line = f"missing   {datasets.how_to_get(ds, root)}"
         print(f"  {name:<14} {line}")
@@ -298,7 +305,9 @@ def build_parser() -> Parser:
     sub.add_parser("list", help="suites, problems and algorithm x backend availability")
     data = sub.add_parser("data", help="which data sets are present, where, and how to get the others")
     add_data_dir_argument(data)
-    data.add_argument("--download", action="append", metavar="NAME", help="download a data set (repeatable; online only)")
+    data.add_argument(
+        "--download", action="append", metavar="NAME", help="download a data set (repeatable; online only)"
+    )
     tune.add_arguments(sub.add_parser("tune", help="tune the baselines' learning rates -> suites/tuned.json"))
     summary.add_arguments(sub.add_parser("summary", help="Markdown summary of a run"))
     compare.add_arguments(sub.add_parser("compare", help="what got worse between two runs (BASE NEW)"))

@@ -41,7 +41,9 @@ def bc_mlp(quantized: bool) -> tuple:
     return bn_mlp([784, 2048, 2048, 2048, 10], quantized)
 
 
-def bc_cnn(quantized: bool, in_channels: int = 3, widths: tuple[int, int, int] = (128, 256, 512), fc: int = 1024) -> tuple:
+def bc_cnn(
+    quantized: bool, in_channels: int = 3, widths: tuple[int, int, int] = (128, 256, 512), fc: int = 1024
+) -> tuple:
     """BinaryConnect's CIFAR-10 CNN on 32×32 images: for each width c, conv3×3(c) - BN -
     ReLU - conv3×3(c) - MaxPool2 - BN - ReLU ('same' padding, no bias; the pool comes
     before BN, as in the ICML code); then Dense(fc) - BN - ReLU twice and Dense(10) - BN.

@@ -104,15 +104,20 @@ def read_cifar_batch(path: Path, md5: str, fix: str = "replace the file") -> tup
     """One CIFAR-10 python batch: a pickled dict with ``data`` (N, 3072 uint8, channel-major
     32×32 planes) and ``labels``; returns images (N, 3, 32, 32) uint8 and labels int64."""
     raw = path.read_bytes()
+    # checksum first: unpickling runs code named by the file, so only verified bytes are
+    # unpickled (a truncated batch therefore fails here, and the message says so)
+    if _md5(raw) != md5:
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {_md5(raw)}, expected {md5}; {len(raw)} bytes): "
+            f"the file is truncated, damaged or another file; {fix}"
+        )
     try:
-        d = pickle.loads(raw, encoding="bytes")  # noqa: S301 - the checksum is checked below
-        data, labels = d[b"data"], d[b"labels"]
+        d = pickle.loads(raw, encoding="bytes")
+        data, labels = np.asarray(d[b"data"], dtype=np.uint8), d[b"labels"]
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise DataError(f"{path}: truncated or not a CIFAR-10 batch ({type(e).__name__}: {e}); {fix}") from None
-    data = np.asarray(data, dtype=np.uint8)
+        raise DataError(f"{path}: not a CIFAR-10 batch ({type(e).__name__}: {e}); {fix}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{path}: a CIFAR-10 batch needs N×3072 data and N labels, got {data.shape}; {fix}")
-    _check_md5(path, raw, md5, fix)
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
@@ -265,22 +270,16 @@ class Located:
 
 def locate(name: str, root: Path | None = None) -> Located:
     """Look for the files (existence only, no reading): the data directory's sub-folder
-    first, then the system folders (Debian's)."""
+    first, then the system folders (Debian's); the first folder holding any file wins."""
     ds = get_dataset(name)
     root = data_dir(root)
-    best: Located | None = None
     for folder in ds.candidates(root):
         paths = {f: p for f in ds.files if (p := ds.find_file(folder, f)) is not None}
-        missing = tuple(f for f in ds.files if f not in paths)
-        status = "present" if not missing else ("incomplete" if paths else "absent")
-        found = Located(ds, status, folder, paths, missing)
-        if status == "present":
-            return found
-        if best is None or (status == "incomplete" and best.status == "absent"):
-            best = found
-    assert best is not None
+        if paths:  # the first folder holding any of the files decides: a damaged copy is never masked
+            missing = tuple(f for f in ds.files if f not in paths)
+            return Located(ds, "incomplete" if missing else "present", folder, paths, missing)
     # an absent data set is reported at its data-directory location (where it would go)
-    return best if best.status == "incomplete" else Located(ds, "absent", root / ds.subdir, {}, tuple(ds.files))
+    return Located(ds, "absent", root / ds.subdir, {}, tuple(ds.files))
 
 
 def require(name: str, root: Path | None = None) -> Located:
@@ -288,7 +287,9 @@ def require(name: str, root: Path | None = None) -> Located:
     found = locate(name, root)
     if found.status != "present":
         fix = how_to_get(found.dataset, data_dir(root))
-        raise DataError(f"data set {name!r} is {found.status} in {found.folder} (missing {', '.join(found.missing)}); {fix}")
+        raise DataError(
+            f"data set {name!r} is {found.status} in {found.folder} (missing {', '.join(found.missing)}); {fix}"
+        )
     return found
 
 
@@ -312,7 +313,9 @@ def _read_all(found: Located, root: Path) -> dict[str, tuple[np.ndarray, np.ndar
         parts = [read_cifar_batch(p[f], md5[f], fix) for f in ds.files if f.startswith("data_batch")]
         train = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
         return {"train": train, "test": read_cifar_batch(p["test_batch"], md5["test_batch"], fix)}
-    return {split: read_svhn_mat(p[f"{split}_32x32.mat"], md5[f"{split}_32x32.mat"], fix) for split in ("train", "test")}
+    return {
+        split: read_svhn_mat(p[f"{split}_32x32.mat"], md5[f"{split}_32x32.mat"], fix) for split in ("train", "test")
+    }
 
 
 def verify(name: str, root: Path | None = None) -> Located:
@@ -343,12 +346,12 @@ def load(name: str, root: Path | None = None) -> dict[str, tuple[np.ndarray, np.
 # ---------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, dest: Path, opener: Callable = urllib.request.urlopen) -> None:
+def _fetch(url: str, dest: Path, opener: Callable | None = None) -> None:
     """``url`` into ``dest`` through a temporary file; ``DataError`` (one line) on any
     network failure, so an offline machine says so instead of printing a traceback."""
     tmp = dest.with_name(dest.name + ".part")
     try:
-        with opener(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
+        with (opener or urllib.request.urlopen)(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
             shutil.copyfileobj(response, out)
     except (urllib.error.URLError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
@@ -360,7 +363,7 @@ def _fetch(url: str, dest: Path, opener: Callable = urllib.request.urlopen) -> N
     tmp.replace(dest)
 
 
-def download(name: str, root: Path | None = None, opener: Callable = urllib.request.urlopen) -> Located:
+def download(name: str, root: Path | None = None, opener: Callable | None = None) -> Located:
     """Fetch the missing files of a data set into ``<data dir>/<subdir>`` and verify them."""
     ds = get_dataset(name)
     root = data_dir(root)

@@ -33,7 +33,6 @@ Initialisation (identical for every backend; recorded in ``Problem.init``):
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -342,7 +341,7 @@ EMBEDDED: dict[str, Problem] = {
     ),
 }
 
-_MNIST_LIKE = dict(n_train=55_000, ternary_loss="xent")
+_MNIST_LIKE = {"n_train": 55_000, "ternary_loss": "xent"}
 
 #: The papers' problems on their data sets, read from the data directory (``suites.datasets``).
 PAPER: dict[str, Problem] = {

@@ -78,7 +78,9 @@ def test_subprocess_error_contract(tmp_path):
     out = tmp_path / "out"
     proc = _python_m("suites", "run", "nosuch", "--out", str(out))
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["msabench: error: unknown suite 'nosuch' (known: smoke, default, kernels)"]
+    assert proc.stderr.splitlines() == [
+        "msabench: error: unknown suite 'nosuch' (known: smoke, default, kernels, paper-icml, paper-jmlr, repro-fashion)"
+    ]
     assert proc.stdout == "" and not out.exists()
 
 

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from reports import build, claims, load
+from reports import build, claims, figures, load
 from tests import report_tables
 
 pytest.importorskip("seaborn")
@@ -175,3 +176,14 @@ def test_html_opens_in_headless_chromium(report: Path):
     assert not problems, problems
     assert len(images) >= 6
     assert all(width > 0 for _, width in images), images
+
+
+def test_reference_overlay_says_which_problems_are_the_papers_setting(tmp_path):
+    """The embedded MLP is a stand-in for the ICML MNIST run; the paper-scale problem
+    (55,000 digits, 3×2048) is the same setting, and the overlay says which is which."""
+    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
+    paper = df[df["problem"] == "mnist5k-mlp-binary"].assign(problem="mnist-mlp-binary")
+    (tmp_path / "figures").mkdir()
+    _, matches = figures.reference_overlay(pd.concat([df, paper]), tmp_path / "figures")
+    assert "mnist5k-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (stand-in)" in matches
+    assert "mnist-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (same setting)" in matches

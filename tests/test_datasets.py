@@ -1,0 +1,234 @@
+"""The data-set readers on small files written here in each standard format (IDX, the
+CIFAR-10 pickle, the SVHN .mat), the papers' splits, the search for the files and the
+download's offline failure. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import pickle
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from suites import datasets
+from suites.datasets import DataError
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """IDX of unsigned bytes: 00 00 08 ndim, big-endian sizes, data."""
+    return bytes([0, 0, 8, a.ndim]) + np.asarray(a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
+
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+LABELS = np.array([3, 1, 4, 1, 5, 9], dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# IDX
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_idx_reads_raw_and_gzipped_files_by_their_content_digest(tmp_path: Path, compressed: bool) -> None:
+    raw = idx_bytes(IMAGES)
+    path = tmp_path / ("images.gz" if compressed else "images")
+    path.write_bytes(gzip.compress(raw) if compressed else raw)
+    got = datasets.read_idx(path, md5(raw))
+    np.testing.assert_array_equal(got, IMAGES)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_idx_rejects_a_truncated_file(tmp_path: Path, compressed: bool) -> None:
+    raw = idx_bytes(IMAGES)
+    data = gzip.compress(raw) if compressed else raw
+    path = tmp_path / "images"
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(DataError, match=r"truncated.*; fix it") as info:
+        datasets.read_idx(path, md5(raw), fix="fix it")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_idx_rejects_a_wrong_checksum(tmp_path: Path) -> None:
+    raw = idx_bytes(LABELS)
+    path = tmp_path / "labels"
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match=r"checksum mismatch.*expected 0{32}"):
+        datasets.read_idx(path, "0" * 32)
+
+
+def test_idx_rejects_a_file_of_another_format(tmp_path: Path) -> None:
+    path = tmp_path / "labels"
+    path.write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(DataError, match="not an IDX file"):
+        datasets.read_idx(path, "0" * 32)
+
+
+# ---------------------------------------------------------------------------------------
+# CIFAR-10 pickle and SVHN .mat
+# ---------------------------------------------------------------------------------------
+
+
+def cifar_batch(path: Path, n: int = 4) -> tuple[np.ndarray, list[int], bytes]:
+    data = RNG.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in RNG.integers(0, 10, n)]
+    raw = pickle.dumps({b"batch_label": b"test", b"labels": labels, b"data": data}, protocol=2)
+    path.write_bytes(raw)
+    return data, labels, raw
+
+
+def test_cifar_batch_reads_channel_major_images(tmp_path: Path) -> None:
+    data, labels, raw = cifar_batch(tmp_path / "data_batch_1")
+    x, y = datasets.read_cifar_batch(tmp_path / "data_batch_1", md5(raw))
+    assert x.shape == (4, 3, 32, 32)
+    # the 3072 bytes are the red plane, then green, then blue, each 32 rows of 32
+    np.testing.assert_array_equal(x[2, 1, 5, 7], data[2, 1024 + 5 * 32 + 7])
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_cifar_batch_rejects_truncation_and_a_wrong_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "data_batch_1"
+    _, _, raw = cifar_batch(path)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.read_cifar_batch(path, "0" * 32)
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="checksum mismatch .* bytes.*the file is truncated"):
+        datasets.read_cifar_batch(path, md5(raw))
+    # a verified file that is not a batch (a pickled list) is named as such
+    path.write_bytes(other := pickle.dumps([1, 2, 3]))
+    with pytest.raises(DataError, match="not a CIFAR-10 batch"):
+        datasets.read_cifar_batch(path, md5(other))
+
+
+def svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    x = RNG.integers(0, 256, (32, 32, 3, 5), dtype=np.uint8)
+    y = np.array([[10], [1], [2], [9], [10]], dtype=np.uint8)  # SVHN writes the digit 0 as 10
+    savemat(path, {"X": x, "y": y})
+    return x, y
+
+
+def test_svhn_mat_reads_images_and_maps_label_10_to_0(tmp_path: Path) -> None:
+    path = tmp_path / "train_32x32.mat"
+    x, _ = svhn_mat(path)
+    images, labels = datasets.read_svhn_mat(path, md5(path.read_bytes()))
+    assert images.shape == (5, 3, 32, 32)
+    np.testing.assert_array_equal(images[3, 2, 4, 6], x[4, 6, 2, 3])
+    np.testing.assert_array_equal(labels, [0, 1, 2, 9, 0])
+
+
+def test_svhn_mat_rejects_truncation_and_a_wrong_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "test_32x32.mat"
+    svhn_mat(path)
+    raw = path.read_bytes()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.read_svhn_mat(path, "0" * 32)
+    path.write_bytes(raw[: len(raw) - 700])
+    with pytest.raises(DataError, match="truncated or not an SVHN"):
+        datasets.read_svhn_mat(path, md5(raw))
+
+
+# ---------------------------------------------------------------------------------------
+# A whole data set: its folder, its splits, its absence
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 10-image 'mnist' (8 train, 2 test) in ``tmp_path/mnist``, with the registry's
+    digests and validation size swapped for ones that fit it."""
+    train_x = RNG.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    train_y = np.arange(8, dtype=np.uint8)
+    test_x, test_y = train_x[:2], train_y[:2]
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    digests = {}
+    for name, a in zip(datasets._IDX_FILES, (train_x, train_y, test_x, test_y)):
+        raw = idx_bytes(a)
+        digests[name] = md5(raw)
+        (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+    small = dataclasses.replace(datasets.DATASETS["mnist"], files=digests, n_val=3)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", small)
+    return tmp_path
+
+
+def test_mnist_splits_hold_out_the_first_training_images_and_scale_by_255(small_mnist: Path) -> None:
+    splits = datasets.load("mnist", small_mnist)
+    x, y = splits["train"]
+    assert x.shape == (5, 1, 28, 28) and x.dtype == np.float32
+    np.testing.assert_array_equal(y, [3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(splits["val"][1], [0, 1, 2])
+    assert len(splits["test"][1]) == 2
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    raw = datasets.read_idx(
+        small_mnist / "mnist" / "train-images-idx3-ubyte.gz", datasets.DATASETS["mnist"].files[datasets._IDX_FILES[0]]
+    )
+    np.testing.assert_array_equal(x[0, 0] * 255, raw[3])  # exact: k/255·255 rounds back to k in float32
+
+
+def test_a_dataset_is_absent_incomplete_or_present(small_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    empty = tmp_path_factory.mktemp("empty")
+    assert datasets.locate("mnist", empty).status == "absent"
+    assert datasets.locate("mnist", small_mnist).status == "present"
+    (small_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    found = datasets.locate("mnist", small_mnist)
+    assert found.status == "incomplete" and found.missing == ("t10k-labels-idx1-ubyte",)
+    with pytest.raises(DataError, match=r"incomplete in .*mnist \(missing t10k-labels-idx1-ubyte\); run"):
+        datasets.require("mnist", small_mnist)
+
+
+def test_a_damaged_copy_in_the_data_dir_is_not_masked_by_another_location(small_mnist: Path) -> None:
+    path = small_mnist / "mnist" / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(DataError, match=str(path)):
+        datasets.verify("mnist", small_mnist)
+
+
+def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    assert datasets.data_dir() == datasets.DEFAULT_DIR.expanduser().resolve()
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    assert datasets.data_dir() == tmp_path / "env"
+    assert datasets.data_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_download_fails_in_one_line_when_offline_and_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(url, timeout):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"cannot download https://.*train-images-idx3-ubyte.gz .*offline") as info:
+        datasets.download("mnist", tmp_path)
+    assert "\n" not in str(info.value)
+    assert not [p for p in (tmp_path / "mnist").iterdir()]
+
+
+def test_download_verifies_what_it_fetched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_mnist: Path) -> None:
+    """Served from the small data set's own files: what arrives is checksummed."""
+    served = small_mnist / "mnist"
+
+    def serve(url, timeout):
+        return (served / url.rsplit("/", 1)[1]).open("rb")
+
+    target = tmp_path / "fresh"
+    found = datasets.download("mnist", target, opener=serve)
+    assert found.status == "present" and found.folder == target / "mnist"
+    (served / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(IMAGES[:1])))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.download("mnist", tmp_path / "again", opener=serve)
+
+
+def test_the_registered_digests_cover_every_file() -> None:
+    for ds in datasets.DATASETS.values():
+        assert ds.files and all(len(d) == 32 and int(d, 16) >= 0 for d in ds.files.values()), ds.name
