@@ -153,12 +153,16 @@ def emsa_not_competitive_in_wall_clock(df: pd.DataFrame, backend: str) -> Verdic
         theirs = {b: t for b, t in theirs.items() if t is not None}
         if mine is None or not theirs:
             continue
-        measured = True
         best = min(theirs, key=theirs.get)
+        if math.isinf(mine) and math.isinf(theirs[best]):  # nobody reached the target: no race to judge
+            parts.append(f"{problem}: no configuration reached the target")
+            continue
+        measured = True
         holds &= theirs[best] < mine
         parts.append(f"{problem}: E-MSA {_seconds(mine)}, best baseline {best} {_seconds(theirs[best])}")
     if not measured:
-        return Verdict(NOT_MEASURED, f"needs emsa and a baseline on one of {', '.join(EMSA_PROBLEMS)}", threshold)
+        why = "; ".join(parts) or f"needs emsa and a baseline on one of {', '.join(EMSA_PROBLEMS)}"
+        return Verdict(NOT_MEASURED, why, threshold)
     return Verdict(HOLDS if holds else FAILS, "; ".join(parts), threshold)
 
 

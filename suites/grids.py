@@ -128,8 +128,9 @@ def _smoke() -> Suite:
     )
 
 
-def _default() -> Suite:
-    sine = [
+def _sine_configs() -> list[tuple[str, Any, int]]:
+    """The JMLR toy's configurations (official config.yml) with the default suite's budgets."""
+    return [
         ("emsa", spec.EMSA(rho=1.0, reg=JMLR_REG), SINE_MSA_STEPS),
         # the same E-MSA with optax's L-BFGS inside the compiled step (jax only; torch skips)
         ("emsa-optax-lbfgs", spec.EMSA(rho=1.0, inner="optax-lbfgs", reg=JMLR_REG), SINE_MSA_STEPS),
@@ -138,6 +139,10 @@ def _default() -> Suite:
         ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
         ("adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
     ]
+
+
+def _default() -> Suite:
+    sine = _sine_configs()
     zero_labels = ("emsa", "sgd", "adam")
     binary = spec.DMSA(levels=2, rho=0.5, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS)
     ternary = spec.DMSA(levels=3, rho=0.25, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS)
@@ -285,12 +290,7 @@ def _paper_icml() -> Suite:
 
 
 def _paper_jmlr() -> Suite:
-    sine = [
-        ("emsa", spec.EMSA(rho=1.0, reg=JMLR_REG)),
-        ("sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG)),
-        ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG)),
-        ("adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG)),
-    ]
+    sine = [(label, hp) for label, hp, _ in _sine_configs() if label in ("emsa", "sgd", "adagrad", "adam")]
     entries = [_entry(p, label, hp, JMLR_SINE_STEPS) for p in ("sine-resnet", "sine-resnet-zero") for label, hp in sine]
     entries += _jmlr_cnn_entries("mnist-rescnn", JMLR_CNN_EPOCHS) + _jmlr_cnn_entries("fashion-rescnn", JMLR_CNN_EPOCHS)
     return Suite(

@@ -293,6 +293,22 @@ def _li_hao(stem: str) -> dict[str, str]:
     return {w: f"li_hao_2018/{stem}_{w}_per_epoch" for w in ("binary", "ternary")}
 
 
+def _icml_cnn(prefix: str, dataset: str, widths: tuple[int, int, int], target: float, n_train: int) -> dict:
+    """BinaryConnect's CNN on CIFAR-10 or SVHN (squared hinge for binary and ternary, as
+    the ICML code), each with the authors' logged runs of that data set."""
+    return _family(
+        prefix,
+        lambda q: architectures.bc_cnn(q, widths=widths),
+        _paper_data(dataset, flat=False),
+        target=target,
+        ternary_loss="sqhinge",
+        reference_runs=_li_hao(f"{dataset}_conv"),
+        reference_exact=True,
+        dataset=dataset,
+        n_train=n_train,
+    )
+
+
 def _jmlr_rescnn(name: str, dataset: str, target: float) -> Problem:
     return Problem(
         name,
@@ -365,28 +381,8 @@ PAPER: dict[str, Problem] = {
         dataset="fashion-mnist",
         **_MNIST_LIKE,
     ),
-    **_family(
-        "cifar10-cnn",
-        architectures.bc_cnn,
-        _paper_data("cifar10", flat=False),
-        target=0.80,
-        ternary_loss="sqhinge",
-        reference_runs=_li_hao("cifar10_conv"),
-        reference_exact=True,
-        dataset="cifar10",
-        n_train=45_000,
-    ),
-    **_family(
-        "svhn-cnn",
-        lambda q: architectures.bc_cnn(q, widths=(64, 128, 256)),
-        _paper_data("svhn", flat=False),
-        target=0.90,
-        ternary_loss="sqhinge",
-        reference_runs=_li_hao("svhn_conv"),
-        reference_exact=True,
-        dataset="svhn",
-        n_train=68_257,
-    ),
+    **_icml_cnn("cifar10-cnn", "cifar10", (128, 256, 512), target=0.80, n_train=45_000),
+    **_icml_cnn("svhn-cnn", "svhn", (64, 128, 256), target=0.90, n_train=68_257),  # half width
     # JMLR paper (Li, Chen, Tai, E 2018): the residual CNN
     "mnist-rescnn": _jmlr_rescnn("mnist-rescnn", "mnist", target=0.97),
     "fashion-rescnn": _jmlr_rescnn("fashion-rescnn", "fashion-mnist", target=0.85),

@@ -187,3 +187,12 @@ def test_reference_overlay_says_which_problems_are_the_papers_setting(tmp_path):
     _, matches = figures.reference_overlay(pd.concat([df, paper]), tmp_path / "figures")
     assert "mnist5k-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (stand-in)" in matches
     assert "mnist-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (same setting)" in matches
+
+
+def test_wall_clock_claim_is_not_judged_when_nobody_reaches_the_target(tmp_path):
+    """An E-MSA that never reaches the target cannot lose a race nobody finished."""
+    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
+    cnn = df[df["problem"] == "mnist5k-rescnn"].assign(test_acc=0.1)
+    verdict = claims.emsa_not_competitive_in_wall_clock(cnn, "torch")
+    assert verdict.verdict == claims.NOT_MEASURED
+    assert "mnist5k-rescnn: no configuration reached the target" in verdict.numbers
