@@ -232,7 +232,11 @@ def _reference(doc: Document, df: pd.DataFrame, out: Path) -> None:
             if any("(stand-in)" in m for m in matches)
             else ""
         )
-        + "Problems marked same setting run the paper's data set, split and architecture."
+        + (
+            "Problems marked same setting run the paper's data set, split and architecture."
+            if any("(same setting)" in m for m in matches)
+            else ""
+        )
     )
     doc.figure(
         files,

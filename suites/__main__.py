@@ -62,7 +62,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when torch sees a GPU")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default float32 (reference always float64)")
     p.add_argument("--out", default="results", help="output root (default: results)")
-    p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: only cells without a part file")
+    p.add_argument(
+        "--resume", metavar="RUN_ID", help="finish an interrupted run: cells without a part file, or with a skipped one"
+    )
     p.add_argument(
         "--jobs",
         type=_jobs,
@@ -131,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             run, cells, doc = runner.load_run(out, suite.name, args.resume)
         except runner.RunError as e:
             fail(str(e))
+        if args.data_dir is None and doc["options"].get("data_dir"):
+            data_root = _use_data_dir(argparse.Namespace(data_dir=doc["options"]["data_dir"]))  # the run's own
         device = cells[0].device if cells else "cpu"
     else:
         try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
@@ -353,22 +354,33 @@ def _fetch(url: str, dest: Path, opener: Callable | None = None) -> None:
     try:
         with (opener or urllib.request.urlopen)(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
             shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
-        reason = getattr(e, "reason", e)
+        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         raise DataError(
-            f"cannot download {url} ({reason}); this machine may be offline: "
+            f"cannot download {url} ({reason}); if this machine is offline, "
             f"download it elsewhere and copy it into {dest.parent}"
         ) from None
     tmp.replace(dest)
 
 
 def download(name: str, root: Path | None = None, opener: Callable | None = None) -> Located:
-    """Fetch the missing files of a data set into ``<data dir>/<subdir>`` and verify them."""
+    """Fetch the missing or damaged files of a data set into ``<data dir>/<subdir>`` and
+    verify them (CIFAR-10: its archive, unpacked over the folder)."""
     ds = get_dataset(name)
     root = data_dir(root)
     folder = root / ds.subdir
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_into(ds, root, folder, opener)
+    except DataError:
+        if not any(folder.iterdir()):
+            folder.rmdir()  # leave no empty folder behind a failed download
+        raise
+    return verify(name, root)
+
+
+def _download_into(ds: DataSet, root: Path, folder: Path, opener: Callable | None) -> None:
     if ds.download_kind == "tar":
         assert ds.archive is not None
         archive_name, archive_md5 = ds.archive
@@ -380,7 +392,20 @@ def download(name: str, root: Path | None = None, opener: Callable | None = None
                 tar.extractall(root, filter="data")
     else:
         for f in ds.files:
-            if ds.find_file(folder, f) is None:
+            if not _intact(ds, folder, f):
                 remote = f"{f}.gz" if ds.download_kind == "idx" else f
                 _fetch(ds.base_url + remote, folder / remote, opener)
-    return verify(name, root)
+
+
+def _intact(ds: DataSet, folder: Path, name: str) -> bool:
+    """The file is there and passes its checks; a damaged copy is deleted (to be fetched
+    again: the suggested fix for a damaged file is this download)."""
+    path = ds.find_file(folder, name)
+    if path is None:
+        return False
+    try:
+        (read_idx if ds.download_kind == "idx" else read_svhn_mat)(path, ds.files[name])
+    except DataError:
+        path.unlink()
+        return False
+    return True

@@ -233,7 +233,8 @@ def _kernels() -> Suite:
 #: ICML paper: epochs and the per-epoch decay d of 1 - α (ALGORITHMS.md §3).
 ICML_SETTINGS = {"mnist-mlp": (250, 0.95), "cifar10-cnn": (500, 0.98), "svhn-cnn": (200, 0.95)}
 JMLR_CNN_EPOCHS = 10
-#: the sine toy in the JMLR code: 500 epochs of one batch of 100 (official config.yml)
+#: the sine toy in the JMLR code: 500 steps (its config.yml: 500 epochs of a single batch
+#: of 100 samples; our toy's 1,000 samples make an epoch 10 steps, so the budget is in steps)
 JMLR_SINE_STEPS = 500
 PAPER_EVALS_PER_EPOCH = 5  # JMLR curves: 5 points per epoch; ICML logs: 1 (per epoch)
 #: The CPU reproduction on Fashion-MNIST (README): one epoch of 550 steps per cell.

@@ -3,7 +3,8 @@
 Every backend starts from ``init_params(seed)`` and sees ``batches("train", seed)``, so two
 backends given the same seed train on identical weights and identical minibatches.
 
-All data here is offline and real (or, for the JMLR toy, generated):
+Two registries. ``EMBEDDED``: data shipped with the Python packages (or, for the JMLR toy,
+generated), all offline and real:
 
 | problem | data | model |
 |---|---|---|
@@ -16,10 +17,20 @@ All data here is offline and real (or, for the JMLR toy, generated):
 The MNIST-5k split is the issue's fixed stratified 4,000/1,000 train/test split, with a
 stratified 500 of the 4,000 held out as the validation split for tuning baselines.
 
-Widths are chosen for this 2-core CPU: BinaryConnect's 2048 units train 16× slower and the
-5,000-digit set does not need them; the MLPs keep the ICML structure (no-bias linear
-layers, BN after each one including the output, ReLU between). Losses follow the authors'
-code: squared hinge for binary, softmax cross-entropy for ternary and full precision.
+The embedded widths are chosen for a 2-core CPU: BinaryConnect's 2048 units train 16×
+slower and the 5,000-digit set does not need them; the MLPs keep the ICML structure
+(no-bias linear layers, BN after each one including the output, ReLU between).
+
+``PAPER``: the papers' own settings on their data sets, read from the data directory
+(``suites.datasets``: standard files, the papers' splits, pixels / 255) with the papers'
+architectures (``suites.architectures``): ``mnist-mlp*``, ``fashion-mlp*`` (BinaryConnect's
+3×2048 MLP), ``cifar10-cnn*``, ``svhn-cnn*`` (its CNN, full and half width), and
+``mnist-rescnn``, ``fashion-rescnn`` (the JMLR residual CNN, 32 channels, 7 residual
+layers). ``mnist-mlp-*``, ``cifar10-cnn-*`` and ``svhn-cnn-*`` are the settings of the
+authors' logged runs (``reference_exact``).
+
+Losses follow the authors' code: squared hinge for binary (and for ternary on CIFAR-10 and
+SVHN), softmax cross-entropy for ternary on MNIST-like data and for full precision.
 
 Initialisation (identical for every backend; recorded in ``Problem.init``):
 - residual nets, "good" init: weights N(0, 0.1²) truncated at 2σ, biases 0.1 (JMLR code);
@@ -75,10 +86,12 @@ class Problem:
 
     # -- data -----------------------------------------------------------------------------
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """The whole split as (x, y): x float64, y int64 labels or float64 targets."""
+        """The whole split as (x, y): x float64 (float32 for the paper data sets, to halve
+        their memory), y int64 labels or float64 targets."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        return _loaded(self.load)[split]
+        # keyed by the data directory too: a process may point at another one later
+        return _loaded(self.load, str(datasets.data_dir()) if self.dataset else "")[split]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -181,7 +194,7 @@ def _truncated_normal(rng: np.random.Generator, sd: float, shape) -> np.ndarray:
 
 
 @functools.cache
-def _loaded(load: Callable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _loaded(load: Callable, data_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return load()
 
 

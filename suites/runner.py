@@ -659,7 +659,9 @@ def execute(
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Run the cells that have no part file yet; return their rows by ``cell_id``.
+    """Run the cells that have no part file yet, and those whose part says ``skipped``
+    (what they lacked, a data set or a GPU, may be here now); return their rows by
+    ``cell_id``.
 
     ``executor`` defaults to ``SerialExecutor`` (``jobs == 1``) or a process pool whose
     workers use ``threads`` intra-op threads each (see ``process_executor``);
@@ -667,7 +669,7 @@ def execute(
     A failing cell becomes an ``error`` row; the other cells go on.
     """
     log = log or sys.stderr
-    todo = [c for c in cells if run.root is None or not run.part_path(c).exists()]
+    todo = [c for c in cells if run.root is None or _to_run(run.part_path(c))]
     if concurrency is None:
         concurrency = max(1, min(jobs, len(todo)))
     own = executor is None
@@ -737,6 +739,16 @@ def _error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd
     return df
 
 
+def _to_run(part: Path) -> bool:
+    """No part yet, or a part of skipped rows only (retried on resume)."""
+    if not part.exists():
+        return True
+    try:
+        return bool((schema.read_results(part)[0]["status"] == "skipped").all())
+    except Exception:  # noqa: BLE001 - an unreadable part is rerun rather than trusted
+        return True
+
+
 def write_run_file(run: Run, cells: list[Cell], doc: dict[str, Any]) -> Path:
     """Concatenate the cells' parts, in plan order, into the run file with its metadata."""
     frames, missing = [], []
@@ -791,7 +803,8 @@ def resume(
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
-    """Run the cells of an interrupted run that have no part file; write the run file."""
+    """Run the cells of an interrupted run that have no part file (or only a skipped one);
+    write the run file."""
     run, cells, doc = load_run(Path(out), suite, run_id)
     mark_resumed(run, doc)
     execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)

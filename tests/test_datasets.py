@@ -211,7 +211,7 @@ def test_download_fails_in_one_line_when_offline_and_leaves_no_partial_file(
     with pytest.raises(DataError, match=r"cannot download https://.*train-images-idx3-ubyte.gz .*offline") as info:
         datasets.download("mnist", tmp_path)
     assert "\n" not in str(info.value)
-    assert not [p for p in (tmp_path / "mnist").iterdir()]
+    assert not (tmp_path / "mnist").exists()  # no partial file, not even an empty folder
 
 
 def test_download_verifies_what_it_fetched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_mnist: Path) -> None:
@@ -224,11 +224,29 @@ def test_download_verifies_what_it_fetched(tmp_path: Path, monkeypatch: pytest.M
     target = tmp_path / "fresh"
     found = datasets.download("mnist", target, opener=serve)
     assert found.status == "present" and found.folder == target / "mnist"
+    # a damaged local copy is fetched again (the fix every error message suggests)
+    damaged = target / "mnist" / "t10k-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-50])
+    assert datasets.download("mnist", target, opener=serve).status == "present"
+    # a server sending other bytes is caught by the checksum
     (served / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(IMAGES[:1])))
     with pytest.raises(DataError, match="checksum mismatch"):
         datasets.download("mnist", tmp_path / "again", opener=serve)
 
 
-def test_the_registered_digests_cover_every_file() -> None:
-    for ds in datasets.DATASETS.values():
-        assert ds.files and all(len(d) == 32 and int(d, 16) >= 0 for d in ds.files.values()), ds.name
+def test_cifar_and_svhn_splits_hold_out_the_last_training_images(tmp_path: Path, monkeypatch) -> None:
+    """BinaryConnect's convention: the validation images are the last n_val of the
+    training batches, in file order (data_batch_1 first)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    digests, labels = {}, []
+    for name in datasets.DATASETS["cifar10"].files:
+        _, batch_labels, raw = cifar_batch(folder / name, n=3)
+        digests[name] = md5(raw)
+        labels += batch_labels if name != "test_batch" else []
+    small = dataclasses.replace(datasets.DATASETS["cifar10"], files=digests, n_val=4)
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", small)
+    splits = datasets.load("cifar10", tmp_path)
+    np.testing.assert_array_equal(splits["train"][1], labels[:11])
+    np.testing.assert_array_equal(splits["val"][1], labels[11:])
+    assert splits["train"][0].shape == (11, 3, 32, 32) and len(splits["test"][1]) == 3

@@ -148,6 +148,21 @@ def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
     assert len(meta["resumed"]) == 1
 
 
+def test_resume_retries_skipped_cells(fake_backend, tmp_path):
+    """A cell skipped for what this machine lacked (a data set, a GPU) runs on resume once
+    it is there; finished cells are not rerun."""
+    fake_backend.modes["sgd"] = "skip"
+    suite = tiny_suite()
+    cells = _cells(suite)
+    path = runner.run_suite(suite, cells, out=tmp_path, options={}, show_progress=False)
+    assert set(schema.read_results(path)[0].query("algorithm == 'sgd'")["status"]) == {"skipped"}
+    fake_backend.modes["sgd"] = "ok"
+    fake_backend.made.clear()
+    runner.resume(tmp_path, "tiny", path.stem, show_progress=False)
+    assert [alg for alg, _ in fake_backend.made] == ["sgd"]
+    assert set(schema.read_results(path)[0].query("algorithm == 'sgd'")["status"]) == {"ok"}
+
+
 def test_resume_of_unknown_run_is_an_error(tmp_path):
     with pytest.raises(runner.RunError, match="no run"):
         runner.load_run(tmp_path, "tiny", "20260101T000000Z-abcd")
