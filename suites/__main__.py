@@ -323,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded as the run's command
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # the reader went away (`msabench list | head`): stop quietly, as Unix tools do;
+        # stdout is pointed at devnull so that the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "list":

@@ -140,6 +140,28 @@ def test_list(capsys):
     assert "smoke" in out and "default" in out and "mnist5k-rescnn" in out and "emsa" in out
 
 
+def test_list_into_a_closed_pipe_stops_without_a_traceback():
+    # `msabench list | head -1` once head has exited: the reading end is closed before the
+    # child starts, so its first write fails (deterministically, whatever the buffering)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "suites", "list"],
+            cwd=REPO,
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 def test_smoke_suite_end_to_end(tmp_path):
     # two worker processes: halves the wall time on two cores and covers the process pool
     proc = _python_m("suites", "run", "smoke", "--out", str(tmp_path), "--quiet", "--jobs", "2", timeout=300)
