@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import hashlib
 import pickle
+import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -232,6 +233,63 @@ def test_download_verifies_what_it_fetched(tmp_path: Path, monkeypatch: pytest.M
     (served / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(IMAGES[:1])))
     with pytest.raises(DataError, match="checksum mismatch"):
         datasets.download("mnist", tmp_path / "again", opener=serve)
+
+
+@pytest.fixture
+def served_cifar_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small cifar-10-python.tar.gz (the official layout: cifar-10-batches-py/<batch>),
+    with the CIFAR-10 entry's digests pointed at it; returns the served folder."""
+    staged = tmp_path / "staged" / "cifar-10-batches-py"
+    staged.mkdir(parents=True)
+    digests = {name: md5(cifar_batch(staged / name, n=2)[2]) for name in datasets.DATASETS["cifar10"].files}
+    served = tmp_path / "server"
+    served.mkdir()
+    archive = served / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staged, arcname="cifar-10-batches-py")
+    small = dataclasses.replace(
+        datasets.DATASETS["cifar10"], files=digests, n_val=2, archive=(archive.name, md5(archive.read_bytes()))
+    )
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", small)
+    return served
+
+
+@pytest.mark.parametrize("extraction_filters", [True, False], ids=["python-with-filters", "python-before-3.11.4"])
+def test_cifar_download_unpacks_the_verified_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served_cifar_archive: Path, extraction_filters: bool
+) -> None:
+    if not extraction_filters:
+        # Pythons before 3.11.4: no tarfile.data_filter, and extractall takes no filter
+        # argument (a TypeError); the download must still work there
+        monkeypatch.delattr(tarfile, "data_filter")
+        extractall = tarfile.TarFile.extractall
+
+        def extractall_without_filters(self, path=".", members=None, *, numeric_owner=False):
+            return extractall(self, path, members, numeric_owner=numeric_owner)
+
+        monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_without_filters)
+
+    def serve(url, timeout):
+        return (served_cifar_archive / url.rsplit("/", 1)[1]).open("rb")
+
+    found = datasets.download("cifar10", tmp_path / "data", opener=serve)
+    assert found.status == "present" and found.folder == tmp_path / "data" / "cifar-10-batches-py"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar-10-batches-py"]  # no archive left
+
+
+def test_cifar_download_rejects_an_archive_with_another_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served_cifar_archive: Path
+) -> None:
+    archive = served_cifar_archive / "cifar-10-python.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-10])
+
+    def serve(url, timeout):
+        return archive.open("rb")
+
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        datasets.download("cifar10", tmp_path / "data", opener=serve)
+    assert "\n" not in str(info.value)
+    assert list((tmp_path / "data").iterdir()) == []  # nothing extracted, no empty folder
 
 
 def test_cifar_and_svhn_splits_hold_out_the_last_training_images(tmp_path: Path, monkeypatch) -> None:
