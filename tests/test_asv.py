@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,8 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("asv") is None, reason="asv (a test extra) is not installed")
 
 
-def _asv(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["asv", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+@pytest.fixture(scope="module")
+def asv_home(tmp_path_factory) -> dict[str, str]:
+    """An environment whose HOME holds a fresh ``~/.asv-machine.json``: ``asv run`` refuses
+    to run on a machine it has no description of (a fresh CI machine), and the test must
+    not write into the user's own home."""
+    env = {**os.environ, "HOME": str(tmp_path_factory.mktemp("asv-home"))}
+    proc = subprocess.run(["asv", "machine", "--yes"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return env
+
+
+def _asv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["asv", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_asv_check_discovers_every_benchmark():
@@ -24,8 +36,17 @@ def test_asv_check_discovers_every_benchmark():
     assert "No problems found" in proc.stdout
 
 
-def test_asv_quick_run_of_one_problem():
-    proc = _asv("run", "--python=same", "--quick", "--dry-run", "--show-stderr", "-b", "(Step|Track)_sine_resnet\\.")
+def test_asv_quick_run_of_one_problem(asv_home):
+    proc = _asv(
+        "run",
+        "--python=same",
+        "--quick",
+        "--dry-run",
+        "--show-stderr",
+        "-b",
+        "(Step|Track)_sine_resnet\\.",
+        env=asv_home,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     for name in ("time_step", "peakmem_step", "track_test_error", "track_dense_fraction"):
