@@ -39,6 +39,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,8 @@ def read_idx(path: Path, md5: str, fix: str = "replace the file") -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (EOFError, OSError, gzip.BadGzipFile) as e:
-            raise DataError(f"{path}: truncated or damaged gzip ({e}); {fix}") from None
+        except (EOFError, OSError, zlib.error) as e:  # zlib.error: a damaged deflate stream
+            raise DataError(f"{path}: truncated or damaged gzip ({type(e).__name__}: {e}); {fix}") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise DataError(f"{path}: not an IDX file of unsigned bytes (header {raw[:4].hex() or 'empty'}); {fix}")
     ndim = raw[3]

@@ -60,6 +60,19 @@ def test_idx_rejects_a_truncated_file(tmp_path: Path, compressed: bool) -> None:
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_idx_rejects_a_damaged_gzip_stream(tmp_path: Path) -> None:
+    """The first deflate block's header flipped: zlib raises its own error ("invalid block
+    type"), not OSError, and that must still be one DataError line."""
+    raw = idx_bytes(IMAGES)
+    data = bytearray(gzip.compress(raw))
+    data[10] ^= 0xFF  # the first byte after the 10-byte gzip header
+    path = tmp_path / "images.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"damaged gzip.*; fix it") as info:
+        datasets.read_idx(path, md5(raw), fix="fix it")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_idx_rejects_a_wrong_checksum(tmp_path: Path) -> None:
     raw = idx_bytes(LABELS)
     path = tmp_path / "labels"
