@@ -299,10 +299,35 @@ def test_cifar_download_rejects_an_archive_with_another_checksum(
     def serve(url, timeout):
         return archive.open("rb")
 
-    with pytest.raises(DataError, match="checksum mismatch") as info:
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: the downloaded archive's md5") as info:
         datasets.download("cifar10", tmp_path / "data", opener=serve)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and str(tmp_path) not in str(info.value)  # no temporary path
     assert list((tmp_path / "data").iterdir()) == []  # nothing extracted, no empty folder
+
+
+def test_cifar_download_offline_names_the_data_directory(tmp_path: Path, served_cifar_archive: Path) -> None:
+    """The archive is fetched into a temporary folder; the fix must name where the user
+    unpacks it by hand (the data directory), not that temporary folder."""
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(DataError, match=r"offline, download it elsewhere and unpack it into (\S+)$") as info:
+        datasets.download("cifar10", tmp_path / "data", opener=offline)
+    assert str(info.value).endswith(f"unpack it into {tmp_path / 'data'}")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_cifar_download_fetches_nothing_when_every_batch_verifies(tmp_path: Path, served_cifar_archive: Path) -> None:
+    fetched = []
+
+    def serve(url, timeout):
+        fetched.append(url)
+        return (served_cifar_archive / url.rsplit("/", 1)[1]).open("rb")
+
+    datasets.download("cifar10", tmp_path / "data", opener=serve)
+    found = datasets.download("cifar10", tmp_path / "data", opener=serve)
+    assert found.status == "present" and len(fetched) == 1  # the second call found it all intact
 
 
 def test_cifar_and_svhn_splits_hold_out_the_last_training_images(tmp_path: Path, monkeypatch) -> None:
