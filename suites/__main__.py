@@ -261,7 +261,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     """List every data set: present (checksums verified), incomplete, damaged or absent,
     where, and how to get it; ``--download`` fetches data sets first. Exit 1 when a
-    download fails or a data set is damaged."""
+    download fails or a data set is damaged or incomplete."""
     from suites import datasets, problems
 
     root = _use_data_dir(args)

@@ -35,9 +35,10 @@ SVHN), softmax cross-entropy for ternary on MNIST-like data and for full precisi
 Initialisation (identical for every backend; recorded in ``Problem.init``):
 - residual nets, "good" init: weights N(0, 0.1²) truncated at 2σ, biases 0.1 (JMLR code);
   ``sine-resnet-zero``: all zeros.
-- MLPs: latent real weights U(-1, 1) (BinaryConnect's latent range); discrete algorithms
-  quantize them at init (binary: sgn, giving i.i.d. U{±1}; ternary: round(1.5·W), giving
-  i.i.d. U{-1, 0, 1}); full-precision MLPs use Glorot-uniform instead.
+- MLPs and the ICML CNNs: latent real weights U(-1, 1) (BinaryConnect's latent range);
+  discrete algorithms quantize them at init (binary: sgn, giving i.i.d. U{±1}; ternary:
+  round(1.5·W), giving i.i.d. U{-1, 0, 1}); their full-precision twins use Glorot-uniform
+  instead.
 - BN: γ = 1, β = 0 (the usual choice; the ICML code drew γ, β ~ N(0, 1)).
 """
 

@@ -330,7 +330,7 @@ def test_cifar_download_fetches_nothing_when_every_batch_verifies(tmp_path: Path
     assert found.status == "present" and len(fetched) == 1  # the second call found it all intact
 
 
-def test_cifar_and_svhn_splits_hold_out_the_last_training_images(tmp_path: Path, monkeypatch) -> None:
+def test_cifar_splits_hold_out_the_last_training_images(tmp_path: Path, monkeypatch) -> None:
     """BinaryConnect's convention: the validation images are the last n_val of the
     training batches, in file order (data_batch_1 first)."""
     folder = tmp_path / "cifar-10-batches-py"
@@ -346,3 +346,19 @@ def test_cifar_and_svhn_splits_hold_out_the_last_training_images(tmp_path: Path,
     np.testing.assert_array_equal(splits["train"][1], labels[:11])
     np.testing.assert_array_equal(splits["val"][1], labels[11:])
     assert splits["train"][0].shape == (11, 3, 32, 32) and len(splits["test"][1]) == 3
+
+
+def test_svhn_splits_hold_out_the_last_training_images_with_digit_0_as_label_0(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    x, _ = svhn_mat(folder / "train_32x32.mat")
+    svhn_mat(folder / "test_32x32.mat")
+    digests = {f: md5((folder / f).read_bytes()) for f in datasets.DATASETS["svhn"].files}
+    monkeypatch.setitem(
+        datasets.DATASETS, "svhn", dataclasses.replace(datasets.DATASETS["svhn"], files=digests, n_val=2)
+    )
+    splits = datasets.load("svhn", tmp_path)
+    np.testing.assert_array_equal(splits["train"][1], [0, 1, 2])  # labels 10, 1, 2
+    np.testing.assert_array_equal(splits["val"][1], [9, 0])  # the last two: 9, 10
+    np.testing.assert_allclose(splits["val"][0][1], x[..., 4].transpose(2, 0, 1) / 255.0, rtol=1e-6)
+    assert splits["train"][0].dtype == np.float32 and len(splits["test"][1]) == 5

@@ -51,9 +51,9 @@ def test_icml_networks_have_the_papers_weight_counts(prefix: str, weights: str) 
 
 
 BUILDS = [
-    ("mnist-mlp-binary", spec.DMSA(levels=2, rho=0.5)),
-    ("cifar10-cnn-ternary", spec.DMSA(levels=3, rho=0.25)),
-    ("svhn-cnn-binary", spec.DMSA(levels=2, rho=0.5)),
+    (f"{prefix}-{weights}", spec.DMSA(levels=levels, rho=rho))
+    for prefix in PAPER_COUNTS
+    for weights, levels, rho in (("binary", 2, 0.5), ("ternary", 3, 0.25))
 ]
 
 
