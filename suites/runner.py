@@ -204,7 +204,7 @@ def plan(
 #: the densest evaluation a ``--steps``/``--epochs`` override may scale an entry to
 #: (paper-jmlr's own CNN cadence): below it a shortened paper run would mostly evaluate
 #: (each evaluation reads 16,000 images; 1,000 train, 5,000 val, 10,000 test).
-MAX_EVALS_PER_EPOCH = 5
+MAX_EVALS_PER_EPOCH = grids.PAPER_EVALS_PER_EPOCH
 
 
 def _budgeted(entry: grids.Entry, scale: float, steps: int | None, epochs: float | None) -> grids.Entry:
