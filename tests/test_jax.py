@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from tests import tiny
-from tests.test_parity import BACKENDS, LBFGS_RTOL, PAIRS, STEPS, Case, _make, _supported
+from tests.test_parity import BACKENDS, LBFGS_RTOL, PAIRS, STEPS, Case, _make, _perturbed_init, _supported
 
 pytest.importorskip("jax")
 pytest.importorskip("optax")
@@ -53,11 +53,10 @@ def _trajectory(
     """(loss, parameters) after each of the first ``STEPS`` steps from the shared init,
     or from it with every entry moved by ±1 float32 ulp (random signs from ``ulp_seed``)."""
     trainer = _make(backend, case, dtype)
-    params = case.problem.init_params(0)
-    if ulp_seed is not None:
-        rng = np.random.default_rng(ulp_seed)
-        eps = np.finfo(np.float32).eps
-        params = [(p * (1 + eps * rng.choice([-1, 1], p.shape))).astype(p.dtype) for p in params]
+    if ulp_seed is None:
+        params = case.problem.init_params(0)
+    else:
+        params = _perturbed_init(case.problem, ulp_seed, eps=float(np.finfo(np.float32).eps))
     state, out = trainer.init(params), []
     for batch in tiny.first_batches(case.problem, STEPS):
         state, metrics = trainer.step(state, trainer.put(batch))

@@ -25,15 +25,15 @@ The inner solve is ill-conditioned there: the line search and the quasi-Newton u
 take differences of nearly equal values and gradients. The *reference against itself*,
 with every value and gradient handed to L-BFGS-B perturbed by one ulp, drifts to 2e-9
 relative within 7 steps on an AMD EPYC (with the paper's ρ = 1 it is worse: perturbing
-only the initial parameters by 4e-16 gives 1.7e-6 at step 6, same iteration and evaluation counts, i.e.
-pure amplification, and torch differs by 2.6e-6 there, so no fixed tolerance is
-defensible for ρ = 1 and the table uses ρ = 5). Torch differs from the reference by
-1.0e-9 on this case, the same size as the self-drift. The drift depends on the CPU, since
-the float64 rounding of the clean run does: on an Intel Xeon six draws of the one-ulp
-noise gave 8.9e-9 to 2.9e-8 (seed 0: 1.1e-8), torch differed by 1.8e-8 and jax by 6.0e-9.
-``LBFGS_RTOL = 3e-7`` is 10× the largest drift measured on either machine, and
-``test_lbfgs_tolerance_is_explained`` re-measures that drift and fails if it ever exceeds
-``LBFGS_RTOL / 10``, so the tolerance stays explained.
+only the initial parameters by 4e-16 gives 1.7e-6 at step 6, same iteration and
+evaluation counts, i.e. pure amplification, and torch differs by 2.6e-6 there, so no
+fixed tolerance is defensible for ρ = 1 and the table uses ρ = 5). Torch differs from the
+reference by 1.0e-9 on this case, the same size as the self-drift. The drift depends on
+the CPU, since the float64 rounding of the clean run does: on an Intel Xeon six draws of
+the one-ulp noise gave 8.9e-9 to 2.9e-8 (seed 0: 1.1e-8), torch differed by 1.8e-8 and
+jax by 6.0e-9. ``LBFGS_RTOL = 3e-7`` is 10× the largest drift measured on either machine,
+and ``test_lbfgs_tolerance_is_explained`` re-measures that drift and fails if it ever
+exceeds ``LBFGS_RTOL / 10``, so the tolerance stays explained.
 
 optax's L-BFGS (the jax backend's in-graph solver; the reference runs the same solver one
 Python iteration at a time) is measured the same way, by perturbing the initial
@@ -285,10 +285,10 @@ def test_lbfgs_tolerance_is_explained(case: Case, monkeypatch):
     assert drift < case.rtol / 10, f"{case.id}: reference self-drift {drift:.1e} ≥ rtol/10 = {case.rtol / 10:.0e}"
 
 
-def _perturbed_init(problem: Problem) -> list[np.ndarray]:
-    """The initial parameters, each entry moved by one ulp in a random direction."""
-    rng = np.random.default_rng(3)
-    eps = np.finfo(np.float64).eps
+def _perturbed_init(problem: Problem, seed: int = 3, eps: float = np.finfo(np.float64).eps) -> list[np.ndarray]:
+    """The initial parameters, each entry moved by one ulp (relative ``eps``: float64's by
+    default) in a random direction drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
     return [p * (1 + eps * rng.choice([-1, 1], p.shape)) for p in problem.init_params(0)]
 
 
