@@ -233,13 +233,20 @@ class EMSA:
     reg: float = 1e-3
 
 
+#: DMSA's numerical conventions (``implementations.conventions`` has the rules):
+#: ``standard`` forms 1 - α in float64, steps BN with Adam's usual ε and keeps the unbiased
+#: running variance; ``authors`` follows the ICML authors' TensorFlow 1 code exactly.
+DMSA_NUMERICS = ("standard", "authors")
+
+
 @dataclass(frozen=True)
 class DMSA:
     """Binary (levels=2) or ternary (levels=3) MSA, ALGORITHMS.md §3. ``alpha_decay`` is d:
     after every epoch 1 - α is multiplied by d; ``alpha_decay_steps`` > 0 counts that
     "epoch" in steps instead (550 = the paper's MNIST epoch, 55,000 samples / batch 100,
     so a small data set keeps the paper's schedule per step). BN's γ, β are trained by
-    Adam(bn_lr) on -H."""
+    Adam(bn_lr) on -H. ``numerics`` (``DMSA_NUMERICS``) picks how α is rounded, which ε
+    BN's Adam adds and which running variance BN keeps (``implementations.conventions``)."""
 
     levels: int
     rho: float
@@ -248,6 +255,11 @@ class DMSA:
     alpha_decay_steps: int = 0
     lam: float = 1e-7
     bn_lr: float = 1e-3
+    numerics: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.numerics not in DMSA_NUMERICS:
+            raise ValueError(f"unknown DMSA numerics {self.numerics!r} (known: {', '.join(DMSA_NUMERICS)})")
 
     def decay_period(self, steps_per_epoch: int) -> int:
         """Steps between two decays of 1 - α."""
@@ -300,6 +312,9 @@ class Trainer(NamedTuple):
     - ``predict(state, x) -> np.ndarray``: network outputs in evaluation mode (BN's running
       statistics, quantized weights) for a host NumPy input.
     - ``sync(state)``: wait for the device (block edges of the clock).
+    - ``state_arrays(state) -> dict[str, np.ndarray]``: the *whole* training state as host
+      arrays under backend-neutral names (``STATE_KEYS``), the same keys and meanings in
+      every backend, so that parity tests compare all of it and checkpoints can save it.
     """
 
     init: Callable[[list], Any]
@@ -308,3 +323,23 @@ class Trainer(NamedTuple):
     get: Callable[[Any], list]
     predict: Callable[[Any, Any], Any]
     sync: Callable[[Any], None]
+    state_arrays: Callable[[Any], dict]
+
+
+#: What ``Trainer.state_arrays`` names, ``i`` an index into the flat parameter list
+#: (``init_params`` order), ``t`` a layer index, ``j`` the j-th quantized layer:
+#:
+#: - ``params/i``: the parameters the algorithm keeps (the discrete weights for binary and
+#:   ternary MSA); ``latent/i`` instead for the straight-through baselines' latent weights;
+#: - ``running/t/mean``, ``running/t/var``: BN layer t's running statistics;
+#: - ``m_bar/j``: binary/ternary MSA's moving average M̄; ``alpha``: its α; ``step``: the
+#:   steps taken, where the algorithm counts them;
+#: - ``opt/<slot>/i``: the optimizer's per-parameter state for parameter i, ``slot`` one
+#:   of ``m``, ``v`` (Adam's moments), ``sum`` (Adagrad's G), ``momentum`` (SGD's v);
+#:   ``opt/step``: the optimizer's own step count (Adam's bias correction).
+STATE_KEYS = ("params", "latent", "running", "m_bar", "alpha", "step", "opt")
+
+
+def named_arrays(prefix: str, arrays) -> dict:
+    """``{f"{prefix}/{i}": array}`` for the i-th array of ``arrays`` (None entries skipped)."""
+    return {f"{prefix}/{i}": a for i, a in enumerate(arrays) if a is not None}

@@ -97,7 +97,7 @@ class Fake:
             def sync(state):
                 fake.events.append("sync")
 
-            return implementations.spec.Trainer(init, put, step, get, predict, sync)
+            return implementations.spec.Trainer(init, put, step, get, predict, sync, state_arrays=lambda state: {})
 
         return make
 

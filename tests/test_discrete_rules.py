@@ -1,7 +1,7 @@
 """The discrete-weight rules, by hand and by brute force (ALGORITHMS.md §3, §4).
 
-Every test runs on each implementation of ``dmsa_update(m_bar, m, w, *, alpha, rho,
-levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX arrays) and the torch
+Every test runs on each implementation of ``dmsa_update(m_bar, m, w, *, alpha,
+one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX arrays) and the torch
 backend's ``implementations.torch.ops`` (torch tensors, float64), which is skipped with
 a reason while it cannot be imported.
 
@@ -95,7 +95,9 @@ def run(impl, m, w, *, levels, rho, lam=0.0, alpha=0.0, m_bar=None):
     m = np.asarray(m, dtype=np.float64).reshape(1, -1)
     w = np.asarray(w, dtype=np.float64).reshape(1, -1)
     m_bar = np.zeros_like(m) if m_bar is None else np.asarray(m_bar, dtype=np.float64).reshape(1, -1)
-    mb, wn, flips = impl.dmsa_update(m_bar, m, w, alpha=alpha, rho=rho, levels=levels, lam=lam)
+    mb, wn, flips = impl.dmsa_update(
+        m_bar, m, w, alpha=alpha, one_minus_alpha=1 - alpha, rho=rho, levels=levels, lam=lam
+    )
     assert mb.shape == wn.shape == m.shape
     if alpha == 0.0:
         assert np.array_equal(mb, m), "α = 0 must give M̄' = M exactly"
@@ -261,7 +263,7 @@ def test_ema_by_hand(impl, levels):
     m_bar = np.array([[1.0, -0.5, 0.25, 2.0]])
     m = np.array([[-1.0, 0.5, 4.0, 2.0]])
     w = np.ones_like(m)
-    mb, _, _ = impl.dmsa_update(m_bar, m, w, alpha=0.75, rho=0.5, levels=levels, lam=0.0)
+    mb, _, _ = impl.dmsa_update(m_bar, m, w, alpha=0.75, one_minus_alpha=0.25, rho=0.5, levels=levels, lam=0.0)
     assert np.array_equal(mb, [[0.5, -0.25, 1.1875, 2.0]])
 
 
@@ -272,7 +274,7 @@ def test_ema_random(impl):
     rng = np.random.default_rng(0)
     m_bar, m = rng.uniform(-1e-6, 1e-6, (8, 5)), rng.normal(size=(8, 5))
     w = rng.choice([-1.0, 1.0], size=m.shape)
-    mb, _, _ = impl.dmsa_update(m_bar, m, w, alpha=0.999, rho=0.5, levels=2, lam=0.0)
+    mb, _, _ = impl.dmsa_update(m_bar, m, w, alpha=0.999, one_minus_alpha=1 - 0.999, rho=0.5, levels=2, lam=0.0)
     expected = 0.999 * m_bar + (1 - 0.999) * m
     assert np.all(np.abs(mb - expected) <= 4 * np.finfo(float).eps * (np.abs(m_bar) + np.abs(m)))
 
@@ -315,7 +317,7 @@ def _random_case(rng, levels):
     if rng.uniform() < 0.1:  # sometimes no wrong-signed entry at all
         ema = alpha * m_bar + (1 - alpha) * m
         w = np.where(ema >= 0, 1.0, -1.0) if levels == 2 else np.sign(ema)
-    return m_bar, m, w, {"alpha": alpha, "rho": rho, "levels": levels, "lam": lam}
+    return m_bar, m, w, {"alpha": alpha, "one_minus_alpha": 1 - alpha, "rho": rho, "levels": levels, "lam": lam}
 
 
 @pytest.mark.parametrize("levels", [2, 3], ids=["binary", "ternary"])

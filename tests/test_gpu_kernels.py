@@ -37,7 +37,7 @@ def test_dmsa_update_on_device(backend, levels, n):
     m = torch.randn(n, device="cuda", generator=g) * 1e-3
     w = torch.randint(-1, 2, (n,), device="cuda", generator=g).float()
     w = w if levels == 3 else torch.where(w >= 0, 1.0, -1.0)
-    kw = {"alpha": 0.9, "rho": 0.5, "levels": levels, "lam": 1e-5}
+    kw = {"alpha": 0.9, "one_minus_alpha": 1 - 0.9, "rho": 0.5, "levels": levels, "lam": 1e-5}
     ref = torch_ops.dmsa_update(m_bar, m, w, **kw)
     got = ops.dmsa_update(m_bar, m, w, **kw)
     torch.testing.assert_close(got[0], ref[0], rtol=0, atol=2 * float(ref[0].abs().max()) * 2**-23)

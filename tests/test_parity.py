@@ -4,9 +4,10 @@ One table of cases (algorithm × hyperparameters × tiny problem), in the style 
 optimizer tests, run for every backend that implements the case (``why_not``): both
 backends start from ``problem.init_params(0)``, see the same
 ``problem.batches("train", 0)``, run in float64 on the CPU, and after *every* step we
-compare the step's loss and every effective parameter (``get``); after the last step we
-compare ``predict`` on the test split (eval mode, so BN's running statistics are
-compared too). Asserting at every step (as torch's ``test_optim`` does) catches an error
+compare the step's loss, every effective parameter (``get``) and the whole training state
+(``Trainer.state_arrays``: parameters, BN running statistics, M̄, α and the step counters,
+optimizer moments); after the last step we compare ``predict`` on the test split (eval
+mode). Asserting at every step (as torch's ``test_optim`` does) catches an error
 at the step where it appears instead of after it has been smeared by training.
 
 Tolerances (float64, ε ≈ 2.2e-16). Both backends evaluate the same formulas with
@@ -107,6 +108,12 @@ CASES = [
     ),
     Case("dmsa-binary", "dmsa", spec.DMSA(levels=2, rho=0.5, bn_lr=0.01), tiny.BN_BINARY),
     Case("dmsa-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25, bn_lr=0.01), tiny.BN_TERNARY),
+    # the authors' TensorFlow 1 numerics (implementations.conventions): float32 α, TF1's
+    # Adam ε, biased running variance
+    Case("dmsa-binary-authors", "dmsa", spec.DMSA(levels=2, rho=0.5, bn_lr=0.01, numerics="authors"), tiny.BN_BINARY),
+    Case(
+        "dmsa-ternary-authors", "dmsa", spec.DMSA(levels=3, rho=0.25, bn_lr=0.01, numerics="authors"), tiny.BN_TERNARY
+    ),
     Case("ste-bc", "ste", spec.STE(kind="bc", lr=0.01), tiny.BN_BINARY),
     Case("ste-bc-stochastic", "ste", spec.STE(kind="bc", lr=0.01, stochastic=True), tiny.BN_BINARY),
     Case("ste-twn", "ste", spec.STE(kind="twn", lr=0.01), tiny.BN_TERNARY),
@@ -153,6 +160,35 @@ def _assert_params(case: Case, k: int, ref: list, got: list) -> None:
             if case.algorithm == "dmsa" or case.hp.kind == "bc":
                 assert np.array_equal(g, r), where
                 continue
+        np.testing.assert_allclose(g, r, rtol=case.rtol, atol=_atol(case, r), err_msg=where)
+
+
+def _discrete_state_keys(case: Case) -> set[str]:
+    """``state_arrays`` keys holding discrete decisions (binary/ternary MSA's W), compared
+    exactly like ``get``'s discrete weights."""
+    if case.algorithm != "dmsa":
+        return set()
+    return {f"params/{i}" for i, d in enumerate(_discrete_mask(case.problem)) if d}
+
+
+def _assert_state(case: Case, k: int, ref: dict, got: dict) -> None:
+    """The whole training state (``Trainer.state_arrays``: parameters, BN running
+    statistics, M̄, α, step counts, optimizer moments) against the reference's: the same
+    names, integer entries and discrete weights exactly, α exactly (every backend keeps it
+    as a Python float on the host by the same rule, ``implementations.conventions``), and
+    every other array within the case's ``rtol`` (the module docstring's tolerances: the
+    state is made of the same rounding as the parameters, e.g. Adam's v of squared
+    gradients, M̄ of gradients)."""
+    assert sorted(got) == sorted(ref), f"{case.id}: step {k}: state keys differ: {sorted(set(got) ^ set(ref))}"
+    exact = _discrete_state_keys(case) | {"alpha"}
+    for key, r in ref.items():
+        g, r = np.asarray(got[key]), np.asarray(r)
+        where = f"{case.id}: step {k}, state {key!r} {r.shape}"
+        assert g.shape == r.shape, where
+        if key in exact or np.issubdtype(r.dtype, np.integer):
+            assert np.array_equal(g, r), where
+            continue
+        g, r = g.astype(np.float64), r.astype(np.float64)
         np.testing.assert_allclose(g, r, rtol=case.rtol, atol=_atol(case, r), err_msg=where)
 
 
@@ -235,6 +271,7 @@ def test_backend_matches_reference(backend: str, case: Case):
             assert margin > MARGIN, f"{case.id}: step {k}: an M̄ entry is {margin:.2e} (relative) from a threshold"
             assert int(metrics["flips"]) == int(rm["flips"]), f"{case.id}: step {k} flips"
         _assert_params(case, k, ref.get(rs), trainer.get(state))
+        _assert_state(case, k, ref.state_arrays(rs), trainer.state_arrays(state))
         trajectory.append(ref.get(rs))
     _REFERENCE_RUNS[case.id] = trajectory
     x = problem.arrays("test")[0]
@@ -317,7 +354,9 @@ def test_cases_cover_every_algorithm():
     for backend in BACKENDS:
         assert {c.algorithm for b, c in PAIRS if b == backend} == set(implementations.ALGORITHMS), backend
     assert {c.hp.inner for c in CASES if c.algorithm == "emsa"} == set(spec.INNER_SOLVERS)
-    assert {(c.hp.levels) for c in CASES if c.algorithm == "dmsa"} == {2, 3}
+    assert {(c.hp.levels, c.hp.numerics) for c in CASES if c.algorithm == "dmsa"} == {
+        (levels, numerics) for levels in (2, 3) for numerics in spec.DMSA_NUMERICS
+    }
     assert {(c.hp.kind, c.hp.stochastic) for c in CASES if c.algorithm == "ste"} == {
         ("bc", False),
         ("bc", True),

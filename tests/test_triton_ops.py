@@ -76,7 +76,7 @@ def test_dmsa_update_matches_torch(shape, levels):
     m_bar, m, w = _inputs(shape, levels, seed=0)
     assert _decision_margin(m_bar, m, w, alpha, levels) > MARGIN, "inputs too close to a threshold"
     args = [torch.as_tensor(a, dtype=torch.float32) for a in (m_bar, m, w)]
-    kw = {"alpha": alpha, "rho": RHO[levels], "levels": levels, "lam": LAM}
+    kw = {"alpha": alpha, "one_minus_alpha": 1 - alpha, "rho": RHO[levels], "levels": levels, "lam": LAM}
     ref_m, ref_w, ref_flips = torch_ops.dmsa_update(*args, **kw)
     got_m, got_w, got_flips, got_nonzero = triton_ops.dmsa_update_with_nonzero(*args, **kw)
     assert torch.equal(got_w, ref_w)
@@ -95,7 +95,7 @@ def test_int8_weights_keep_their_dtype(levels):
     m_bar, m, w = _inputs((2500,), levels, seed=1)
     args32 = [torch.as_tensor(a, dtype=torch.float32) for a in (m_bar, m)]
     w8 = torch.as_tensor(w, dtype=torch.int8)
-    kw = {"alpha": 0.9, "rho": RHO[levels], "levels": levels, "lam": LAM}
+    kw = {"alpha": 0.9, "one_minus_alpha": 1 - 0.9, "rho": RHO[levels], "levels": levels, "lam": LAM}
     _, ref_w, ref_flips = torch_ops.dmsa_update(*args32, w8.float(), **kw)
     _, got_w, got_flips = triton_ops.dmsa_update(*args32, w8, **kw)
     assert got_w.dtype == torch.int8
@@ -108,16 +108,18 @@ def test_no_wrong_signed_entry_leaves_w_unchanged(levels):
     take its max over, and W must come back unchanged with zero flips."""
     m_bar = torch.linspace(-1, 1, 2049) * 1e-3 + 1e-9
     w = torch.where(m_bar >= 0, 1.0, -1.0)
-    _, got_w, flips = triton_ops.dmsa_update(m_bar, m_bar, w, alpha=0.5, rho=0.5, levels=levels, lam=0.0)
+    _, got_w, flips = triton_ops.dmsa_update(
+        m_bar, m_bar, w, alpha=0.5, one_minus_alpha=0.5, rho=0.5, levels=levels, lam=0.0
+    )
     assert torch.equal(got_w, w) and int(flips) == 0
 
 
 def test_bad_levels_and_shapes_are_refused():
     a = torch.zeros(4)
     with pytest.raises(ValueError, match="levels"):
-        triton_ops.dmsa_update(a, a, a, alpha=0.9, rho=0.5, levels=4, lam=0.0)
+        triton_ops.dmsa_update(a, a, a, alpha=0.9, one_minus_alpha=1 - 0.9, rho=0.5, levels=4, lam=0.0)
     with pytest.raises(ValueError, match="shapes differ"):
-        triton_ops.dmsa_update(a, torch.zeros(5), a, alpha=0.9, rho=0.5, levels=2, lam=0.0)
+        triton_ops.dmsa_update(a, torch.zeros(5), a, alpha=0.9, one_minus_alpha=1 - 0.9, rho=0.5, levels=2, lam=0.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,16 +32,20 @@ def _extension():
     )
 
 
-def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
+def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float, levels: int, lam: float):
     """``torch.ops.dmsa_update`` in two kernel passes (plus a one-block reduction of the
     partials between them, on the device), and the non-zero count of W'."""
     if levels not in (2, 3):
         raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
-    return tuple(_extension().dmsa_update(m_bar, m, w, float(alpha), float(rho), int(levels), float(lam)))
+    return tuple(
+        _extension().dmsa_update(m_bar, m, w, float(alpha), float(one_minus_alpha), float(rho), int(levels), float(lam))
+    )
 
 
-def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
-    m_new, w_new, flips, _ = dmsa_update_with_nonzero(m_bar, m, w, alpha=alpha, rho=rho, levels=levels, lam=lam)
+def dmsa_update(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float, levels: int, lam: float):
+    m_new, w_new, flips, _ = dmsa_update_with_nonzero(
+        m_bar, m, w, alpha=alpha, one_minus_alpha=one_minus_alpha, rho=rho, levels=levels, lam=lam
+    )
     return m_new, w_new, flips
 
 

@@ -215,8 +215,10 @@ def init_running(layers, place: Placement) -> dict:
     }
 
 
-def update_running(segs, running: dict, states) -> dict:
-    """``r ← (1 - m) r + m · stat`` from the BN inputs, unbiased running variance."""
+def update_running(segs, running: dict, states, unbiased: bool = True) -> dict:
+    """``r ← (1 - m) r + m · stat`` from the BN inputs,
+    the running variance from the unbiased batch variance (``n/(n-1)`` times the biased one)
+    unless ``unbiased`` is False (``conventions.unbiased_running_variance``)."""
     x0, outs = states
     out = {}
     for s, seg in enumerate(segs):
@@ -226,7 +228,8 @@ def update_running(segs, running: dict, states) -> dict:
             m = seg.layer.momentum
             mean, var = ops.batch_stats(x)
             n = x.size // x.shape[1]
-            out[seg.first] = ((1 - m) * mean_r + m * mean, (1 - m) * var_r + m * var * n / (n - 1))
+            correction = n / (n - 1) if unbiased else 1.0
+            out[seg.first] = ((1 - m) * mean_r + m * mean, (1 - m) * var_r + m * var * correction)
     return out
 
 
@@ -251,10 +254,19 @@ def make_predict(layers, place: Placement, chunk: int = 1000):
 
 
 def trainer(
-    layers, segs, place: Placement, init, step, params_of=lambda s: s["params"], running_of=lambda s: s["running"]
+    layers,
+    segs,
+    place: Placement,
+    init,
+    step,
+    params_of=lambda s: s["params"],
+    running_of=lambda s: s["running"],
+    state_arrays=None,
 ) -> spec.Trainer:
     """A jax algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)`` gives
-    the segment parameters the forward pass uses, ``running_of(state)`` BN's statistics."""
+    the segment parameters the forward pass uses, ``running_of(state)`` BN's statistics;
+    ``state_arrays`` defaults to ``arrays_of`` on a state whose arrays are ``state`` itself
+    (the first-order and E-MSA states)."""
     predict = make_predict(layers, place)
     return spec.Trainer(
         init=init,
@@ -263,4 +275,63 @@ def trainer(
         get=lambda s: to_numpy(segs, params_of(s)),
         predict=lambda s, x: predict(per_layer(segs, params_of(s)), running_of(s), x),
         sync=place.sync,
+        state_arrays=state_arrays or (lambda s: arrays_of(segs, s)),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# the backend-neutral view of a state (``spec.Trainer.state_arrays``)
+# ---------------------------------------------------------------------------------------
+
+#: optax state fields holding per-parameter trees -> ``spec.STATE_KEYS``'s optimizer slots
+_OPTAX_SLOTS = {"mu": "m", "nu": "v", "sum_of_squares": "sum", "trace": "momentum"}
+
+
+def flat_indices(segs, which) -> list[int]:
+    """The flat-parameter-list indices (``init_params`` order) of segments ``which``."""
+    offsets, start = [], 0
+    for seg in segs:
+        offsets.append(start)
+        start += seg.count * len(seg.layer.param_names)
+    return [offsets[s] + i for s in which for i in range(segs[s].count * len(segs[s].layer.param_names))]
+
+
+def optax_arrays(segs, opt_state, which=None) -> dict:
+    """``opt/<slot>/i`` from an optax state over the parameters of segments ``which`` (all
+    by default), and Adam's ``opt/step``; chains and ``inject_hyperparams`` are walked."""
+    which = list(range(len(segs))) if which is None else list(which)
+    sub, index = [segs[s] for s in which], flat_indices(segs, which)
+    out = {}
+
+    def visit(node):
+        if hasattr(node, "_fields"):  # an optax state NamedTuple
+            for name in node._fields:
+                value = getattr(node, name)
+                if name in _OPTAX_SLOTS:
+                    host = jax.device_get(value)
+                    flat = [np.asarray(v) for theta in per_layer(sub, host) for v in theta]
+                    out.update({f"opt/{_OPTAX_SLOTS[name]}/{i}": v for i, v in zip(index, flat)})
+                elif name == "count" and "mu" in node._fields:
+                    out["opt/step"] = np.asarray(jax.device_get(value), np.int64)
+                elif name != "hyperparams":
+                    visit(value)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                visit(v)
+
+    visit(opt_state)
+    return out
+
+
+def arrays_of(segs, arrays: dict, weights: str = "params", opt: str = "opt", opt_segments=None) -> dict:
+    """The named host arrays of a jax state's array dict: ``arrays[weights]`` (segment
+    parameters) as ``params/i`` or ``latent/i``, ``running``, ``m_bar`` when present, and the
+    optax state under ``opt`` (over segments ``opt_segments``, all by default)."""
+    host = jax.device_get(arrays)
+    out = spec.named_arrays(weights, [np.asarray(v) for theta in per_layer(segs, host[weights]) for v in theta])
+    for t, (mean, var) in host["running"].items():
+        out |= {f"running/{t}/mean": np.asarray(mean), f"running/{t}/var": np.asarray(var)}
+    out |= spec.named_arrays("m_bar", [np.asarray(m) for m in host.get("m_bar", [])])
+    if opt in arrays:
+        out |= optax_arrays(segs, arrays[opt], opt_segments)
+    return out

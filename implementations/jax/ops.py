@@ -40,15 +40,16 @@ def quantize_init(w, levels: int):
     return sgn(w) if levels == 2 else jnp.clip(jnp.round(1.5 * w), -1, 1)
 
 
-def dmsa_update(m_bar, m, w, *, alpha, rho: float, levels: int, lam: float):
+def dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho: float, levels: int, lam: float):
     """One layer's binary (``levels=2``) or ternary (``levels=3``) MSA update; the rules are
-    ``implementations.torch.ops.dmsa_update``'s docstring. ``alpha`` may be traced.
+    ``implementations.torch.ops.dmsa_update``'s docstring. ``alpha`` and
+    ``one_minus_alpha`` (both formed on the host, ``conventions.ema_weights``) may be traced.
 
     Returns ``(M̄', W', flips)``, ``flips`` a 0-d int32 array. The "no wrong-signed entry"
     case is a ``where``, not a Python branch, so the function traces once."""
     if levels not in (2, 3):
         raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
-    m_bar = alpha * m_bar + (1 - alpha) * m
+    m_bar = alpha * m_bar + one_minus_alpha * m
     target = sgn(m_bar) if levels == 2 else jnp.sign(m_bar)
     wrong = w != target
     rho_k = rho * jnp.max(jnp.where(wrong, jnp.abs(m_bar), 0))

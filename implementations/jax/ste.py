@@ -11,6 +11,7 @@ W to [-1, 1]. Stochastic BinaryConnect's uniforms are drawn on the host from Num
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 
 from implementations.draws import glorot_scale, stochastic_uniforms
@@ -80,6 +81,18 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
     def evaluated(state):
         return effective(state["arrays"]["latent"], [None] * len(quantized))
 
+    def state_arrays(state):
+        return common.arrays_of(segs, state["arrays"], weights="latent", opt="adam") | {
+            "step": np.asarray(state["k"], np.int64)
+        }
+
     return common.trainer(
-        layers, segs, place, init, step, params_of=evaluated, running_of=lambda s: s["arrays"]["running"]
+        layers,
+        segs,
+        place,
+        init,
+        step,
+        params_of=evaluated,
+        running_of=lambda s: s["arrays"]["running"],
+        state_arrays=state_arrays,
     )

@@ -13,4 +13,4 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
     def update(params, grads, acc, k):
         return optim.adagrad(params, grads, acc, lr=hp.lr, eps=hp.eps)
 
-    return make_first_order(problem, hp.reg, init_opt, update, dtype)
+    return make_first_order(problem, hp.reg, init_opt, update, dtype, lambda acc, k: {"sum": acc})

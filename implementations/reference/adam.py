@@ -14,4 +14,7 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         new, m, v = optim.adam(params, grads, mv[0], mv[1], k, lr=hp.lr, b1=hp.b1, b2=hp.b2, eps=hp.eps)
         return new, (m, v)
 
-    return make_first_order(problem, hp.reg, init_opt, update, dtype)
+    def opt_slots(mv, k):
+        return {"m": mv[0], "v": mv[1], "step": k}
+
+    return make_first_order(problem, hp.reg, init_opt, update, dtype, opt_slots)

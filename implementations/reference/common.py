@@ -39,14 +39,17 @@ def init_running(layers) -> dict:
     }
 
 
-def update_running(layers, running: dict, xs) -> dict:
-    """``r ← (1 - m) r + m · stat`` from the stored states (BN inputs), unbiased variance."""
+def update_running(layers, running: dict, xs, unbiased: bool = True) -> dict:
+    """``r ← (1 - m) r + m · stat`` from the stored states (BN inputs),
+    the running variance from the unbiased batch variance (``n/(n-1)`` times the biased one)
+    unless ``unbiased`` is False (``conventions.unbiased_running_variance``)."""
     out = {}
     for t, (mean_r, var_r) in running.items():
         x, m = xs[t], layers[t].momentum
         mean, var = pmp.batch_stats(x)
         n = x.size // x.shape[1]
-        out[t] = ((1 - m) * mean_r + m * mean, (1 - m) * var_r + m * var * n / (n - 1))
+        correction = n / (n - 1) if unbiased else 1.0
+        out[t] = ((1 - m) * mean_r + m * mean, (1 - m) * var_r + m * var * correction)
     return out
 
 
@@ -62,9 +65,11 @@ def sync(state) -> None:
     jax.block_until_ready(state)
 
 
-def trainer(layers, init, step, params_of=lambda s: s["params"]) -> spec.Trainer:
+def trainer(layers, init, step, params_of=lambda s: s["params"], state_arrays=None) -> spec.Trainer:
     """A reference algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
-    gives the per-layer θ tuples the forward pass uses (BN statistics under ``"running"``)."""
+    gives the per-layer θ tuples the forward pass uses (BN statistics under ``"running"``);
+    ``state_arrays`` defaults to ``base_arrays`` (parameters and BN statistics: E-MSA's
+    whole state)."""
     return spec.Trainer(
         init=init,
         put=put,
@@ -72,7 +77,29 @@ def trainer(layers, init, step, params_of=lambda s: s["params"]) -> spec.Trainer
         get=lambda s: to_numpy(params_of(s)),
         predict=lambda s, x: predict(layers, params_of(s), s["running"], x),
         sync=sync,
+        state_arrays=state_arrays or base_arrays,
     )
+
+
+def base_arrays(state: dict, weights: str = "params") -> dict:
+    """``params/i`` (or ``latent/i``: ``weights``) from a flat or per-layer parameter list,
+    and ``running/t/{mean,var}``."""
+    values = state[weights]
+    values = flat(values) if values and isinstance(values[0], tuple) else values
+    out = spec.named_arrays(weights, [np.asarray(v) for v in values])
+    for t, (mean, var) in state["running"].items():
+        out |= {f"running/{t}/mean": np.asarray(mean), f"running/{t}/var": np.asarray(var)}
+    return out
+
+
+def optimizer_slots(slots: dict, index: list[int] | None = None) -> dict:
+    """``opt/<slot>/i`` from ``{slot: list of arrays}``, the lists' j-th entry belonging to
+    flat parameter ``index[j]`` (``j`` itself by default)."""
+    out = {}
+    for slot, values in slots.items():
+        idx = range(len(values)) if index is None else index
+        out |= {f"opt/{slot}/{i}": np.asarray(v) for i, v in zip(idx, values)}
+    return out
 
 
 def to_numpy(per_layer_params) -> list[np.ndarray]:

@@ -10,7 +10,8 @@ layer from the stored values (Jacobi):
   ``-∂H_t/∂θ = ∂J/∂θ``.
 
 α starts at ``alpha0``; after every epoch (``problem.steps_per_epoch`` steps, or
-``hp.alpha_decay_steps``) ``1 - α ← d (1 - α)``. M̄ starts i.i.d. U(-1e-6, 1e-6) from NumPy's generator seeded with
+``hp.alpha_decay_steps``) ``1 - α ← d (1 - α)``. The rounding of α, the ε of BN's Adam and
+BN's running variance follow ``hp.numerics`` (``implementations.conventions``). M̄ starts i.i.d. U(-1e-6, 1e-6) from NumPy's generator seeded with
 ``[seed, 1]``, the same numbers in every backend. The discrete weights start as the
 quantized latent init of the problem: ``sgn(W)`` (binary, sgn(0) = +1) or
 ``clip(round(1.5 W), -1, 1)`` (ternary), i.i.d. uniform on the allowed set for W ~ U(-1, 1).
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from implementations import conventions, spec
 from implementations.draws import initial_m_bar
 from implementations.reference import common, optim, pmp
 
@@ -35,10 +38,10 @@ def quantize_init(w, levels: int):
     return sgn(w) if levels == 2 else jnp.clip(jnp.round(1.5 * w), -1.0, 1.0)
 
 
-def dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam):
+def dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam):
     """One layer's discrete MSA update; returns ``(m_bar_new, w_new, flips)``.
 
-    ``M̄' = α M̄ + (1-α) M``; wrong-signed entries: ``W ≠ sgn(M̄')`` (binary, sgn(0)=+1) or
+    ``M̄' = α M̄ + (1-α) M``, the two weights as ``conventions.ema_weights`` forms them; wrong-signed entries: ``W ≠ sgn(M̄')`` (binary, sgn(0)=+1) or
     ``W ≠ sign(M̄')`` (ternary, sign(0)=0); ``ρ_k = ρ · max |M̄'|`` over them; none → W stays.
 
     - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged (= argmax over {±1} of
@@ -48,7 +51,7 @@ def dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam):
 
     ``flips``: how many entries of W changed.
     """
-    m_bar = alpha * m_bar + (1.0 - alpha) * m
+    m_bar = alpha * m_bar + one_minus_alpha * m
     target = sgn(m_bar) if levels == 2 else jnp.sign(m_bar)
     wrong = w != target
     if not bool(jnp.any(wrong)):
@@ -81,7 +84,7 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
             "params": per_layer,
             "m_bar": [jnp.asarray(m) for m in m_bar],
             "adam": ([jnp.zeros_like(v) for v in others], [jnp.zeros_like(v) for v in others]),
-            "alpha": hp.alpha0,
+            "alpha": conventions.initial_alpha(hp),
             "k": 0,
             "running": common.init_running(layers),
         }
@@ -93,10 +96,18 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         ps = pmp.costates(layers, params, xs, y, problem.loss)
         new = list(params)
         m_bars, flips = [], 0
+        alpha, one_minus_alpha = conventions.ema_weights(hp, state["alpha"])
         for i, t in enumerate(quantized):
             m = jax.grad(pmp.hamiltonian, argnums=1)(layers[t], params[t], xs[t], ps[t + 1])[0]
             m_bar, w, f = dmsa_update(
-                state["m_bar"][i], m, params[t][0], alpha=state["alpha"], rho=hp.rho, levels=hp.levels, lam=hp.lam
+                state["m_bar"][i],
+                m,
+                params[t][0],
+                alpha=alpha,
+                one_minus_alpha=one_minus_alpha,
+                rho=hp.rho,
+                levels=hp.levels,
+                lam=hp.lam,
             )
             m_bars.append(m_bar)
             new[t] = (w,)
@@ -107,21 +118,37 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
             -g for t in others for g in jax.grad(pmp.hamiltonian, argnums=1)(layers[t], params[t], xs[t], ps[t + 1])
         ]
         k = state["k"] + 1
-        flat_others, m1, m2 = optim.adam([v for t in others for v in params[t]], grads, *state["adam"], k, lr=hp.bn_lr)
+        flat_others, m1, m2 = optim.adam(
+            [v for t in others for v in params[t]],
+            grads,
+            *state["adam"],
+            k,
+            lr=hp.bn_lr,
+            b1=conventions.BN_ADAM_B1,
+            b2=conventions.BN_ADAM_B2,
+            eps=conventions.bn_adam_eps(hp, k),
+        )
         it = iter(flat_others)
         for t in others:
             new[t] = tuple(next(it) for _ in params[t])
-        alpha = state["alpha"]
-        if k % hp.decay_period(problem.steps_per_epoch) == 0:
-            alpha = 1.0 - hp.alpha_decay * (1.0 - alpha)
         new_state = {
             "params": new,
             "m_bar": m_bars,
             "adam": (m1, m2),
-            "alpha": alpha,
+            "alpha": conventions.alpha_after_step(hp, state["alpha"], k, problem.steps_per_epoch),
             "k": k,
-            "running": common.update_running(layers, state["running"], xs),
+            "running": common.update_running(layers, state["running"], xs, conventions.unbiased_running_variance(hp)),
         }
         return new_state, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y), "flips": flips}
 
-    return common.trainer(layers, init, step)
+    #: the flat-parameter indices BN's Adam trains (every parameter but the discrete W)
+    bn_index = [i for i, q in enumerate(layer.quantized for layer in layers for _ in layer.param_names) if not q]
+
+    def state_arrays(state):
+        m, v = state["adam"]
+        out = common.base_arrays(state) | common.optimizer_slots({"m": m, "v": v}, bn_index)
+        out |= spec.named_arrays("m_bar", [np.asarray(a) for a in state["m_bar"]])
+        k = np.asarray(state["k"], np.int64)
+        return out | {"alpha": np.asarray(state["alpha"], np.float64), "step": k, "opt/step": k}
+
+    return common.trainer(layers, init, step, state_arrays=state_arrays)

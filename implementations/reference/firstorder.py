@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from implementations import spec
 from implementations.reference import common, pmp
 
 
-def make_first_order(problem, reg: float, init_opt, update, dtype: str) -> spec.Trainer:
+def make_first_order(problem, reg: float, init_opt, update, dtype: str, opt_slots) -> spec.Trainer:
     """``update(params_flat, grads_flat, opt, k) -> (params_flat, opt)`` with ``grads`` the
-    gradient of ``J = (1/S) Σ Φ + Σ reg·½‖θ‖²`` on the batch."""
+    gradient of ``J = (1/S) Σ Φ + Σ reg·½‖θ‖²`` on the batch; ``opt_slots(opt, k)`` names
+    the optimizer's state for ``state_arrays`` (``{slot: per-parameter list}``, and Adam's
+    ``"step"``)."""
     common.check_dtype(dtype)
     layers = problem.layers
 
@@ -32,4 +35,12 @@ def make_first_order(problem, reg: float, init_opt, update, dtype: str) -> spec.
         loss = pmp.terminal_loss(problem.loss, xs[-1], y)
         return {"params": params, "running": running, "opt": opt, "k": k}, {"loss": loss}
 
-    return common.trainer(layers, init, step, params_of=lambda s: pmp.per_layer(layers, s["params"]))
+    def state_arrays(state):
+        slots = dict(opt_slots(state["opt"], state["k"]))
+        step_count = slots.pop("step", None)
+        out = common.base_arrays(state) | common.optimizer_slots(slots)
+        return out if step_count is None else out | {"opt/step": np.asarray(step_count, np.int64)}
+
+    return common.trainer(
+        layers, init, step, params_of=lambda s: pmp.per_layer(layers, s["params"]), state_arrays=state_arrays
+    )

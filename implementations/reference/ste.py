@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from implementations.draws import glorot_scale, stochastic_uniforms
 from implementations.reference import common, optim, pmp
@@ -84,4 +85,9 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         """The deterministic quantized weights, per layer (for ``get`` and ``predict``)."""
         return pmp.per_layer(layers, effective(state["latent"], 0, False))
 
-    return common.trainer(layers, init, step, params_of=evaluated)
+    def state_arrays(state):
+        m, v = state["adam"]
+        out = common.base_arrays(state, "latent") | common.optimizer_slots({"m": m, "v": v})
+        return out | {"opt/step": np.asarray(state["k"], np.int64), "step": np.asarray(state["k"], np.int64)}
+
+    return common.trainer(layers, init, step, params_of=evaluated, state_arrays=state_arrays)

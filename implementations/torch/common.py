@@ -66,14 +66,17 @@ def init_running(layers, place: Placement) -> dict:
 
 
 @torch.no_grad()
-def update_running(layers, running: dict, xs) -> None:
-    """In place: ``r ← (1 - m) r + m · stat`` from the BN inputs, unbiased running variance."""
+def update_running(layers, running: dict, xs, unbiased: bool = True) -> None:
+    """In place: ``r ← (1 - m) r + m · stat`` from the BN inputs,
+    the running variance from the unbiased batch variance (``n/(n-1)`` times the biased one)
+    unless ``unbiased`` is False (``conventions.unbiased_running_variance``)."""
     for t, (mean_r, var_r) in running.items():
         x, m = xs[t].detach(), layers[t].momentum
         mean, var = ops.batch_stats(x)
         n = x.numel() // x.shape[1]
+        correction = n / (n - 1) if unbiased else 1.0
         mean_r.mul_(1 - m).add_(m * mean)
-        var_r.mul_(1 - m).add_(m * var * n / (n - 1))
+        var_r.mul_(1 - m).add_(m * var * correction)
 
 
 @torch.no_grad()
@@ -95,7 +98,8 @@ def to_numpy(per_layer_params) -> list[np.ndarray]:
 def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"]) -> spec.Trainer:
     """A torch algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
     gives the per-layer parameters the forward pass uses (the state keeps BN's running
-    statistics under ``"running"``)."""
+    statistics under ``"running"``; ``state_arrays`` reads the rest of the state's
+    conventional keys)."""
     return spec.Trainer(
         init=init,
         put=place.put,
@@ -103,7 +107,54 @@ def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"
         get=lambda s: to_numpy(params_of(s)),
         predict=lambda s, x: predict(layers, params_of(s), s["running"], place, x),
         sync=place.sync,
+        state_arrays=state_arrays,
     )
+
+
+def host(v) -> np.ndarray:
+    """A tensor (or Python number) as a host NumPy array, its dtype kept: a copy, since the
+    torch trainers update their tensors in place and a state view must be a snapshot."""
+    return v.detach().cpu().numpy().copy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+#: torch.optim's per-parameter state names -> ``spec.STATE_KEYS``'s optimizer slots
+_OPTIMIZER_SLOTS = {"exp_avg": "m", "exp_avg_sq": "v", "sum": "sum", "momentum_buffer": "momentum"}
+
+
+def optimizer_arrays(opt: torch.optim.Optimizer, flat: list) -> dict:
+    """``opt/<slot>/i`` for every parameter ``flat[i]`` the optimizer keeps state for, and
+    Adam's ``opt/step`` (its bias-correction count; the other optimizers' counts change
+    nothing)."""
+    out = {}
+    for i, v in enumerate(flat):
+        held = opt.state.get(v, {})
+        out |= {
+            f"opt/{slot}/{i}": host(held[name]) for name, slot in _OPTIMIZER_SLOTS.items() if held.get(name) is not None
+        }
+        if isinstance(opt, torch.optim.Adam) and "step" in held:
+            out["opt/step"] = np.asarray(int(held["step"]))
+    return out
+
+
+def state_arrays(state: dict) -> dict:
+    """``spec.Trainer.state_arrays`` of every torch algorithm's state dict, whose keys are
+    shared: ``params`` or ``latent`` (per-layer tensors), ``running``, optionally ``m_bar``,
+    ``alpha``, ``k`` (the step count) and a ``torch.optim`` optimizer under ``opt`` (or
+    ``bn_opt``, binary/ternary MSA's optimizer of BN's γ, β)."""
+    weights = "latent" if "latent" in state else "params"
+    flat = [v for theta in state[weights] for v in theta]
+    out = spec.named_arrays(weights, [host(v) for v in flat])
+    for t, (mean, var) in state["running"].items():
+        out |= {f"running/{t}/mean": host(mean), f"running/{t}/var": host(var)}
+    out |= spec.named_arrays("m_bar", [host(m) for m in state.get("m_bar", [])])
+    if "alpha" in state:
+        out["alpha"] = np.asarray(state["alpha"], np.float64)
+    if "k" in state:
+        out["step"] = np.asarray(state["k"], np.int64)
+    opt = state.get("opt") or state.get("bn_opt")
+    if opt is not None:
+        out |= optimizer_arrays(opt, flat)
+    return out
 
 
 def leaf_params(params: list, place: Placement) -> list[tuple]:

@@ -6,13 +6,18 @@ quantized layer, ``M_t = ∂/∂W Σ p_{t+1}·f_t(x_t; W) = -∂J/∂W`` (ALGORI
 are the same numbers, and autograd computes them without materialising each p_t); M_t
 feeds ``ops.dmsa_update`` and is never applied as a gradient step. BN's γ, β take one
 ``torch.optim.Adam(bn_lr)`` step on ``-H``, whose gradient is ``∂J/∂θ``. α decays after
-every epoch (or ``alpha_decay_steps``): ``1 - α ← d (1 - α)``.
+every epoch (or ``alpha_decay_steps``): ``1 - α ← d (1 - α)``. How α is rounded, which ε
+the BN Adam adds and which running variance BN keeps follow ``hp.numerics``
+(``implementations.conventions``); TensorFlow 1's ε is torch's Adam with the group's ``eps``
+set to ``conventions.bn_adam_eps`` before each step (the module docstring there shows
+the two updates are then the same).
 """
 
 from __future__ import annotations
 
 import torch
 
+from implementations import conventions
 from implementations.draws import initial_m_bar
 from implementations.torch import common, ops
 
@@ -37,11 +42,15 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, kernels=ops):
         return {
             "params": theta,
             "m_bar": m_bar,
-            "bn_opt": torch.optim.Adam(others, lr=hp.bn_lr) if others else None,
-            "alpha": hp.alpha0,
+            "bn_opt": bn_adam(others) if others else None,
+            "alpha": conventions.initial_alpha(hp),
             "k": 0,
             "running": common.init_running(layers, place),
         }
+
+    def bn_adam(others):
+        betas = (conventions.BN_ADAM_B1, conventions.BN_ADAM_B2)
+        return torch.optim.Adam(others, lr=hp.bn_lr, betas=betas, eps=conventions.BN_ADAM_EPS)
 
     def step(state, batch):
         x, y = batch
@@ -51,25 +60,33 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, kernels=ops):
         flat = [v for th in params for v in th]
         grads = dict(zip(map(id, flat), torch.autograd.grad(loss, flat)))
         flips = torch.zeros((), dtype=torch.int64, device=place.device)
+        alpha, one_minus_alpha = conventions.ema_weights(hp, state["alpha"])
         with torch.no_grad():
             for i, t in enumerate(quantized):
                 w = params[t][0]
                 m = -grads[id(w)]
                 m_bar, w_new, f = kernels.dmsa_update(
-                    state["m_bar"][i], m, w, alpha=state["alpha"], rho=hp.rho, levels=hp.levels, lam=hp.lam
+                    state["m_bar"][i],
+                    m,
+                    w,
+                    alpha=alpha,
+                    one_minus_alpha=one_minus_alpha,
+                    rho=hp.rho,
+                    levels=hp.levels,
+                    lam=hp.lam,
                 )
                 state["m_bar"][i] = m_bar
                 w.copy_(w_new)
                 flips = flips + f
         if state["bn_opt"] is not None:
             for group in state["bn_opt"].param_groups:
+                group["eps"] = conventions.bn_adam_eps(hp, state["k"] + 1)
                 for v in group["params"]:
                     v.grad = grads[id(v)]
             state["bn_opt"].step()
-        common.update_running(layers, state["running"], xs)
+        common.update_running(layers, state["running"], xs, unbiased=conventions.unbiased_running_variance(hp))
         state["k"] += 1
-        if state["k"] % hp.decay_period(problem.steps_per_epoch) == 0:
-            state["alpha"] = 1.0 - hp.alpha_decay * (1.0 - state["alpha"])
+        state["alpha"] = conventions.alpha_after_step(hp, state["alpha"], state["k"], problem.steps_per_epoch)
         return state, {"loss": loss.detach(), "flips": flips}
 
     return common.trainer(layers, place, init, step)

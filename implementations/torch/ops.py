@@ -2,7 +2,7 @@
 
 - ``apply(layer, theta, x, stats=None)``: the layer map ``f_t(x, θ)``;
 - ``terminal_loss(loss, z, y)``: ``(1/S) Σ_s Φ``;
-- ``dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
+- ``dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
   binary/ternary MSA's per-layer update (ALGORITHMS.md §3), nothing else;
 - ``emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta, rho, reg) -> (grad_w, grad_b)``:
   E-MSA's ascent direction for a stack of dense residual tanh layers, in closed form;
@@ -81,10 +81,12 @@ def quantize_init(w: torch.Tensor, levels: int) -> torch.Tensor:
     return sgn(w) if levels == 2 else torch.clamp(torch.round(1.5 * w), -1.0, 1.0)
 
 
-def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
+def dmsa_update(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float, levels: int, lam: float):
     """One layer's binary (``levels=2``) or ternary (``levels=3``) MSA update.
 
-    ``M̄' = α M̄ + (1 - α) M``; wrong-signed entries ``W ≠ sgn(M̄')`` (binary, sgn(0) = +1)
+    ``M̄' = α M̄ + (1 - α) M`` with both weights given (``conventions.ema_weights`` forms
+    them on the host, so that no backend rounds α before forming 1 - α unless the
+    convention says so); wrong-signed entries ``W ≠ sgn(M̄')`` (binary, sgn(0) = +1)
     or ``W ≠ sign(M̄')`` (ternary, sign(0) = 0); ``ρ_k = ρ · max |M̄'|`` over them, and with
     none, W is returned unchanged. Then
 
@@ -99,7 +101,7 @@ def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: floa
     """
     if levels not in (2, 3):
         raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
-    m_bar = alpha * m_bar + (1.0 - alpha) * m
+    m_bar = alpha * m_bar + one_minus_alpha * m
     target = sgn(m_bar) if levels == 2 else torch.sign(m_bar)
     wrong = w != target
     rho_k = rho * torch.where(wrong, m_bar.abs(), torch.zeros_like(m_bar)).amax()

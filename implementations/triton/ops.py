@@ -3,11 +3,11 @@
 ``emsa_dense_grad`` (the closed form of ``torch.ops.emsa_dense_grad``) runs every layer of
 a residual stack in one launch, one program per layer; see its docstring.
 
-``dmsa_update(m_bar, m, w, *, alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)`` in
+``dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)`` in
 two passes over memory, the fewest the reduction allows (ρ_k needs the max of |M̄'| over
 *all* wrong-signed entries before any entry can be decided):
 
-1. ``_ema_and_wrong_max``: per block, ``M̄' = α M̄ + (1 - α) M`` (stored), the block's
+1. ``_ema_and_wrong_max``: per block, ``M̄' = α M̄ + (1 - α) M`` (stored; both weights given), the block's
    max of |M̄'| over entries with ``W ≠ sgn(M̄')`` (binary, sgn(0) = +1) or
    ``W ≠ sign(M̄')`` (ternary), and the block's count of such entries;
 2. ``_apply_rule``: ρ_k = ρ · max over blocks and "any wrong-signed entry" are read from
@@ -31,7 +31,17 @@ BLOCK = 1024
 
 @triton.jit
 def _ema_and_wrong_max(
-    m_bar_ptr, m_ptr, w_ptr, out_ptr, max_ptr, count_ptr, n, alpha, TERNARY: tl.constexpr, BLOCK: tl.constexpr
+    m_bar_ptr,
+    m_ptr,
+    w_ptr,
+    out_ptr,
+    max_ptr,
+    count_ptr,
+    n,
+    alpha,
+    one_minus_alpha,
+    TERNARY: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -39,7 +49,7 @@ def _ema_and_wrong_max(
     m_bar = tl.load(m_bar_ptr + offs, mask=mask, other=0.0)
     m = tl.load(m_ptr + offs, mask=mask, other=0.0)
     w = tl.load(w_ptr + offs, mask=mask, other=0).to(m_bar.dtype)
-    new = alpha * m_bar + (1.0 - alpha) * m
+    new = alpha * m_bar + one_minus_alpha * m
     tl.store(out_ptr + offs, new, mask=mask)
     if TERNARY:
         target = tl.where(new > 0, 1.0, tl.where(new < 0, -1.0, 0.0))
@@ -85,7 +95,7 @@ def _apply_rule(
     tl.store(nonzero_ptr + pid, tl.sum(((new != 0) & mask).to(tl.int32), axis=0))
 
 
-def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
+def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float, levels: int, lam: float):
     """``dmsa_update`` and, fused into its second pass, the number of non-zero entries of
     W' (a 0-d int64 tensor): ``(m_bar_new, w_new, flips, nonzero)``."""
     if levels not in (2, 3):
@@ -100,7 +110,9 @@ def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, rho: float, levels: i
     block_max = torch.empty(blocks, dtype=m_bar.dtype, device=dev)
     block_wrong = torch.empty(blocks, dtype=torch.int32, device=dev)
     ternary = levels == 3
-    _ema_and_wrong_max[(blocks,)](m_bar, m, w, m_new, block_max, block_wrong, n, alpha, TERNARY=ternary, BLOCK=BLOCK)
+    _ema_and_wrong_max[(blocks,)](
+        m_bar, m, w, m_new, block_max, block_wrong, n, alpha, one_minus_alpha, TERNARY=ternary, BLOCK=BLOCK
+    )
     rho_k = (rho * block_max.max()).reshape(1)
     any_wrong = (block_wrong.sum() > 0).to(torch.int32).reshape(1)
     w_new = torch.empty_like(w)
@@ -110,9 +122,11 @@ def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, rho: float, levels: i
     return m_new, w_new, flips.sum(dtype=torch.int64), nonzero.sum(dtype=torch.int64)
 
 
-def dmsa_update(m_bar, m, w, *, alpha: float, rho: float, levels: int, lam: float):
+def dmsa_update(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float, levels: int, lam: float):
     """``implementations.torch.ops.dmsa_update``, as two Triton passes (module docstring)."""
-    m_new, w_new, flips, _ = dmsa_update_with_nonzero(m_bar, m, w, alpha=alpha, rho=rho, levels=levels, lam=lam)
+    m_new, w_new, flips, _ = dmsa_update_with_nonzero(
+        m_bar, m, w, alpha=alpha, one_minus_alpha=one_minus_alpha, rho=rho, levels=levels, lam=lam
+    )
     return m_new, w_new, flips
 
 

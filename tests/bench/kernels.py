@@ -82,7 +82,11 @@ def bench_dmsa(n: int = 4096) -> list[dict]:
     must_move = 5 * 4 * n * n
     rows = []
     for name, module in kernel_modules().items():
-        seconds = median_seconds(lambda k=module: k.dmsa_update(m_bar, m, w, alpha=0.99, rho=0.5, levels=2, lam=0.0))
+        seconds = median_seconds(
+            lambda k=module: k.dmsa_update(
+                m_bar, m, w, alpha=0.99, one_minus_alpha=1 - 0.99, rho=0.5, levels=2, lam=0.0
+            )
+        )
         rows.append({"op": "dmsa_update", "impl": name, "ms": seconds * 1e3, "GB/s": must_move / seconds / 1e9})
     return rows
 

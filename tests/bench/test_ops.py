@@ -32,7 +32,7 @@ def _dmsa_inputs(n: int, levels: int):
 def _dmsa_callable(backend: str, n: int, levels: int):
     """``run()`` applies dmsa_update once and waits for the result."""
     m_bar, m, w = _dmsa_inputs(n, levels)
-    kwargs = {"alpha": 0.99, "rho": 0.5, "levels": levels, "lam": 1e-7}
+    kwargs = {"alpha": 0.99, "one_minus_alpha": 1 - 0.99, "rho": 0.5, "levels": levels, "lam": 1e-7}
     if backend == "torch":
         torch = pytest.importorskip("torch")
         from implementations.torch import ops
@@ -50,13 +50,14 @@ def _dmsa_callable(backend: str, n: int, levels: int):
     jax = pytest.importorskip("jax")
     from implementations.jax import ops
 
-    rest = {k: v for k, v in kwargs.items() if k != "alpha"}
-    update = jax.jit(lambda a, b, c, alpha: ops.dmsa_update(a, b, c, alpha=alpha, **rest))  # α traced: one compile
+    rest = {k: v for k, v in kwargs.items() if k not in ("alpha", "one_minus_alpha")}
+    # α and 1 - α traced: one compile
+    update = jax.jit(lambda a, b, c, alpha, beta: ops.dmsa_update(a, b, c, alpha=alpha, one_minus_alpha=beta, **rest))
     args = [jax.numpy.asarray(a, dtype=jax.numpy.float32) for a in (m_bar, m, w)]
-    alpha = np.float32(0.99)
+    alpha, beta = np.float32(0.99), np.float32(1 - 0.99)
 
     def run():
-        return jax.block_until_ready(update(*args, alpha))
+        return jax.block_until_ready(update(*args, alpha, beta))
 
     return run
 

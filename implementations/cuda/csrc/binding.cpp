@@ -10,13 +10,13 @@
 
 extern "C" {
 cudaError_t msabench_dmsa_update_f32(const float*, const float*, const float*, float*, float*, float*, int*, float*,
-                                     int*, unsigned long long*, int64_t, int, double, double, double, int,
+                                     int*, unsigned long long*, int64_t, int, double, double, double, double, int,
                                      cudaStream_t);
 cudaError_t msabench_dmsa_update_f32_i8(const float*, const float*, const int8_t*, float*, int8_t*, float*, int*,
-                                        float*, int*, unsigned long long*, int64_t, int, double, double, double, int,
+                                        float*, int*, unsigned long long*, int64_t, int, double, double, double, double, int,
                                         cudaStream_t);
 cudaError_t msabench_dmsa_update_f64(const double*, const double*, const double*, double*, double*, double*, int*,
-                                     double*, int*, unsigned long long*, int64_t, int, double, double, double, int,
+                                     double*, int*, unsigned long long*, int64_t, int, double, double, double, double, int,
                                      cudaStream_t);
 cudaError_t msabench_emsa_dense_grad_f32(const float*, const float*, const float*, const float*, const float*,
                                          const float*, float*, float*, int, int, int, double, double, double,
@@ -31,8 +31,8 @@ static void check(cudaError_t err, const char* what) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dmsa_update(at::Tensor m_bar, at::Tensor m, at::Tensor w,
-                                                                       double alpha, double rho, int64_t levels,
-                                                                       double lam) {
+                                                                       double alpha, double one_minus_alpha,
+                                                                       double rho, int64_t levels, double lam) {
   TORCH_CHECK(levels == 2 || levels == 3, "levels must be 2 (binary) or 3 (ternary)");
   TORCH_CHECK(m_bar.is_cuda() && m.is_cuda() && w.is_cuda(), "dmsa_update: tensors must be on a CUDA device");
   TORCH_CHECK(m_bar.sizes() == m.sizes() && m.sizes() == w.sizes(), "dmsa_update: shapes differ");
@@ -56,19 +56,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dmsa_update(at::Tenso
     check(msabench_dmsa_update_f32(m_bar.data_ptr<float>(), m.data_ptr<float>(), w.data_ptr<float>(),
                                    m_out.data_ptr<float>(), w_out.data_ptr<float>(), block_max.data_ptr<float>(),
                                    block_wrong.data_ptr<int>(), rho_k.data_ptr<float>(), any.data_ptr<int>(), c, n,
-                                   blocks, alpha, rho, lam, static_cast<int>(levels), stream),
+                                   blocks, alpha, one_minus_alpha, rho, lam, static_cast<int>(levels), stream),
           "dmsa_update");
   } else if (m_bar.scalar_type() == at::kFloat && w.scalar_type() == at::kChar) {
     check(msabench_dmsa_update_f32_i8(m_bar.data_ptr<float>(), m.data_ptr<float>(), w.data_ptr<int8_t>(),
                                       m_out.data_ptr<float>(), w_out.data_ptr<int8_t>(), block_max.data_ptr<float>(),
                                       block_wrong.data_ptr<int>(), rho_k.data_ptr<float>(), any.data_ptr<int>(), c, n,
-                                      blocks, alpha, rho, lam, static_cast<int>(levels), stream),
+                                      blocks, alpha, one_minus_alpha, rho, lam, static_cast<int>(levels), stream),
           "dmsa_update");
   } else if (m_bar.scalar_type() == at::kDouble && w.scalar_type() == at::kDouble) {
     check(msabench_dmsa_update_f64(m_bar.data_ptr<double>(), m.data_ptr<double>(), w.data_ptr<double>(),
                                    m_out.data_ptr<double>(), w_out.data_ptr<double>(), block_max.data_ptr<double>(),
                                    block_wrong.data_ptr<int>(), rho_k.data_ptr<double>(), any.data_ptr<int>(), c, n,
-                                   blocks, alpha, rho, lam, static_cast<int>(levels), stream),
+                                   blocks, alpha, one_minus_alpha, rho, lam, static_cast<int>(levels), stream),
           "dmsa_update");
   } else {
     TORCH_CHECK(false, "dmsa_update: M̄ float32 with W float32 or int8, or both float64");

@@ -36,17 +36,17 @@ __device__ void block_max_and_sum(T* s_max, int* s_cnt, T value, int count) {
   }
 }
 
-// Pass 1: M̄' = α M̄ + (1 - α) M (stored); per block the max |M̄'| over wrong-signed entries
+// Pass 1: M̄' = α M̄ + (1 - α) M (stored; both weights come from the host, formed in double); per block the max |M̄'| over wrong-signed entries
 // and their count.
 template <typename T, typename TW>
 __global__ void ema_wrong_max(const T* m_bar, const T* m, const TW* w, T* out, T* block_max,
-                              int* block_wrong, int64_t n, T alpha, bool ternary) {
+                              int* block_wrong, int64_t n, T alpha, T one_minus_alpha, bool ternary) {
   __shared__ T s_max[kThreads];
   __shared__ int s_cnt[kThreads];
   T local_max = T(0);
   int local_cnt = 0;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    T v = alpha * m_bar[i] + (T(1) - alpha) * m[i];
+    T v = alpha * m_bar[i] + one_minus_alpha * m[i];
     out[i] = v;
     if (T(w[i]) != target_of(v, ternary)) {
       local_max = fmax(local_max, fabs(v));
@@ -121,9 +121,10 @@ __global__ void apply_rule(const T* m_bar, const TW* w, TW* w_out, const T* rho_
 template <typename T, typename TW>
 cudaError_t launch_dmsa(const T* m_bar, const T* m, const TW* w, T* m_out, TW* w_out, T* block_max, int* block_wrong,
                         T* rho_k, int* any, unsigned long long* counts, int64_t n, int blocks, double alpha,
-                        double rho, double lam, int levels, cudaStream_t stream) {
+                        double one_minus_alpha, double rho, double lam, int levels, cudaStream_t stream) {
   const bool ternary = levels == 3;
-  ema_wrong_max<T, TW><<<blocks, kThreads, 0, stream>>>(m_bar, m, w, m_out, block_max, block_wrong, n, T(alpha), ternary);
+  ema_wrong_max<T, TW><<<blocks, kThreads, 0, stream>>>(m_bar, m, w, m_out, block_max, block_wrong, n, T(alpha),
+                                                        T(one_minus_alpha), ternary);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   reduce_partials<T><<<1, kThreads, 0, stream>>>(block_max, block_wrong, blocks, T(rho), rho_k, any);
@@ -191,9 +192,9 @@ __global__ void emsa_dense_grad_kernel(const T* w, const T* b, const T* x, const
 #define MSABENCH_DMSA_LAUNCHER(NAME, T, TW)                                                                      \
   cudaError_t NAME(const T* m_bar, const T* m, const TW* w, T* m_out, TW* w_out, T* block_max, int* block_wrong, \
                    T* rho_k, int* any, unsigned long long* counts, int64_t n, int blocks, double alpha,          \
-                   double rho, double lam, int levels, cudaStream_t stream) {                                     \
+                   double one_minus_alpha, double rho, double lam, int levels, cudaStream_t stream) {             \
     return launch_dmsa<T, TW>(m_bar, m, w, m_out, w_out, block_max, block_wrong, rho_k, any, counts, n, blocks,  \
-                              alpha, rho, lam, levels, stream);                                                   \
+                              alpha, one_minus_alpha, rho, lam, levels, stream);                                  \
   }
 
 #define MSABENCH_EMSA_LAUNCHER(NAME, T)                                                                          \
