@@ -7,11 +7,15 @@ in-process ``SerialExecutor`` by default, a process pool for ``jobs > 1``.
 Layout of a run under the output root ``out``::
 
     out/<suite>/<run_id>/run.json             the plan: options, provenance, every cell
+    out/<suite>/<run_id>/lock                 held (fcntl.flock) by the process running the run
     out/<suite>/<run_id>/cells/<cell_id>.parquet   one part per finished cell (atomic)
     out/<suite>/<run_id>.parquet              the run file: all parts + metadata
 
 ``resume`` re-runs the cells of ``run.json`` that have no part file, then writes the run
-file, so an interrupted run loses at most the cells that were in flight.
+file, so an interrupted run loses at most the cells that were in flight. Starting,
+resuming and finishing a run hold its lock (``hold``), so two processes never run the same
+run. Every write to the run store goes through ``_writing``: an ``OSError`` becomes a
+one-line ``StoreError``, and no temporary file is left behind.
 
 Timing contract (shared/DESIGN.md): only ``trainer.step`` is inside the clock. The first
 step is a block of its own (``compile_s``); the remaining steps are timed in blocks that
@@ -69,8 +73,8 @@ MAX_BLOCK = 50
 #: steps), and about 5 hours of steps alone at the fastest step measured (jax SGD on the
 #: sine net, 0.18 ms). A larger one cannot be a run that finishes; it is a typo.
 MAX_STEPS = 10**8
-#: the most cells a plan may have (entries x backends x seeds): 925x the default suite's 108.
-#: run.json holds every cell (about 0.5 KB each: 50 MB at the bound) and the runner keeps
+#: the most cells a plan may have (entries x backends x seeds): about 926x the default suite's 108.
+#: run.json holds every cell (about 0.35 KB each: 35 MB at the bound) and the runner keeps
 #: every finished cell's rows in memory until it writes the run file.
 MAX_CELLS = 100_000
 REPO_ROOT = Path(__file__).resolve().parents[1]
