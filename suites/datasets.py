@@ -372,13 +372,18 @@ def download(name: str, root: Path | None = None, opener: Callable | None = None
     ds = get_dataset(name)
     root = data_dir(root)
     folder = root / ds.subdir
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, a read-only or full disk
+        raise DataError(f"cannot create {folder} ({e.strerror or e})") from None
     try:
         _download_into(ds, root, folder, opener)
-    except DataError:
+    except (DataError, OSError) as e:
         if not any(folder.iterdir()):
             folder.rmdir()  # leave no empty folder behind a failed download
-        raise
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot write into {root} ({e.strerror or e})") from None
     return verify(name, root)
 
 

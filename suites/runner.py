@@ -7,11 +7,15 @@ in-process ``SerialExecutor`` by default, a process pool for ``jobs > 1``.
 Layout of a run under the output root ``out``::
 
     out/<suite>/<run_id>/run.json             the plan: options, provenance, every cell
+    out/<suite>/<run_id>/lock                 held (fcntl.flock) by the process running the run
     out/<suite>/<run_id>/cells/<cell_id>.parquet   one part per finished cell (atomic)
     out/<suite>/<run_id>.parquet              the run file: all parts + metadata
 
 ``resume`` re-runs the cells of ``run.json`` that have no part file, then writes the run
-file, so an interrupted run loses at most the cells that were in flight.
+file, so an interrupted run loses at most the cells that were in flight. Starting,
+resuming and finishing a run hold its lock (``hold``), so two processes never run the same
+run. Every write to the run store goes through ``_writing``: an ``OSError`` becomes a
+one-line ``StoreError``, and no temporary file is left behind.
 
 Timing contract (shared/DESIGN.md): only ``trainer.step`` is inside the clock. The first
 step is a block of its own (``compile_s``); the remaining steps are timed in blocks that
@@ -24,7 +28,9 @@ only read after the block has been timed. Evaluation runs outside the clock.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -34,12 +40,15 @@ import os
 import platform
 import re
 import secrets
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,12 +68,27 @@ EVAL_CHUNK = 1000
 TRAIN_EVAL_SAMPLES = 1000
 #: longest timed block; blocks between evaluation points are split to stage fewer batches.
 MAX_BLOCK = 50
+#: the largest budget a cell may have (``--steps``, ``--epochs`` and ``--steps-scale`` alike):
+#: 444x the longest budget of any suite (paper-icml's CIFAR-10, 500 epochs x 450 = 225,000
+#: steps), and about 5 hours of steps alone at the fastest step measured (jax SGD on the
+#: sine net, 0.18 ms). A larger one cannot be a run that finishes; it is a typo.
+MAX_STEPS = 10**8
+#: the most cells a plan may have (entries x backends x seeds): about 926x the default suite's 108.
+#: run.json holds every cell (about 0.35 KB each: 35 MB at the bound) and the runner keeps
+#: every finished cell's rows in memory until it writes the run file.
+MAX_CELLS = 100_000
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]*$")
 
 
 class RunError(ValueError):
-    """Bad input to a run (unknown names, a missing run to resume); one-line message."""
+    """Bad input to a run (unknown names, a missing run to resume, a run in use); one-line
+    message."""
+
+
+class StoreError(RunError):
+    """A run's files could not be written or read (read-only or full disk, ``--out`` below a
+    file, ``/proc``); one-line message naming the path and the system's reason."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,10 +178,12 @@ def plan(
     ``MAX_EVALS_PER_EPOCH`` per epoch when ``steps`` or ``epochs`` shortens a run.
 
     Raises ``RunError`` for unknown backends, problems or algorithms in a filter, a bad
-    dtype or budget, or a plan with no cells left.
+    dtype or budget (more than ``MAX_STEPS`` steps in a cell), more than ``MAX_CELLS``
+    cells, or a plan with no cells left. ``seeds`` may be a ``range``: it is counted before
+    any cell is built, so a huge one is refused at once.
     """
     backends = tuple(backends) if backends else suite.backends
-    seeds = tuple(seeds) if seeds is not None else suite.seeds
+    seeds = suite.seeds if seeds is None else seeds if isinstance(seeds, Sequence) else tuple(seeds)
     for b in backends:
         if b not in registry.BACKENDS:
             raise RunError(f"unknown backend {b!r} (known: {', '.join(registry.BACKENDS)})")
@@ -180,6 +206,11 @@ def plan(
     if algorithms_filter:
         algorithms_filter = _known("algorithm", algorithms_filter, registry.ALGORITHMS)
         entries = [e for e in entries if e.algorithm in algorithms_filter]
+    n_cells = len(entries) * len(backends) * len(seeds)
+    if n_cells > MAX_CELLS:
+        raise RunError(
+            f"the plan has {n_cells:,} cells; at most {MAX_CELLS:,} are allowed (use fewer seeds or filters)"
+        )
     cells = [
         Cell(
             problem=e.problem,
@@ -213,12 +244,21 @@ def _budgeted(entry: grids.Entry, scale: float, steps: int | None, epochs: float
     per epoch of the problem, unless the entry itself evaluated more often than that:
     ``paper-icml --epochs 1`` evaluates CIFAR-10 every 90 steps, not at every step."""
     if steps is None and epochs is None:
+        _check_budget(entry.steps * scale, "--steps-scale")
         return entry.scaled(scale)
     per_epoch = problems.get_problem(entry.problem).steps_per_epoch
+    _check_budget(steps if steps is not None else epochs * per_epoch, "--steps" if steps is not None else "--epochs")
     budget = steps if steps is not None else max(1, round(epochs * per_epoch))
     shortened = entry.scaled(budget / entry.steps)
     floor = min(entry.eval_every, math.ceil(per_epoch / MAX_EVALS_PER_EPOCH), shortened.steps)
     return dataclasses.replace(shortened, eval_every=max(shortened.eval_every, floor))
+
+
+def _check_budget(steps: float, option: str) -> None:
+    """``RunError`` when a cell's budget would exceed ``MAX_STEPS`` (checked on the float,
+    before rounding: ``--epochs 1e308`` overflows to inf)."""
+    if not steps <= MAX_STEPS:
+        raise RunError(f"{option} gives a cell {steps:.3g} steps; at most {MAX_STEPS:,} are allowed")
 
 
 def check_data(cells: list[Cell]) -> list[str]:
@@ -345,8 +385,138 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def start_run(out: Path, suite: str, cells: list[Cell], options: dict[str, Any]) -> Run:
-    """Create the run directory and its ``run.json`` (the plan and the provenance)."""
+#: the lock file in a run's folder (see ``hold``).
+LOCK_FILE = "lock"
+
+
+@contextlib.contextmanager
+def _writing(path: Path, verb: str = "write") -> Iterator[None]:
+    """The one place where run-store failures are named: an ``OSError`` inside the block
+    (read-only or full disk, a file where a folder should be, ``/proc``) becomes a one-line
+    ``StoreError`` naming ``path`` and the system's reason."""
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(f"cannot {verb} {path}: {e.strerror or schema.one_line(e)}") from None
+
+
+def check_writable(folder: Path, option: str = "--out") -> None:
+    """``StoreError`` unless files can be created under ``folder``, which need not exist
+    yet: its nearest existing ancestor must be a folder that takes a new file. Probed with
+    a temporary file, removed at once, since permission bits do not tell (root ignores
+    them; ``/proc`` and read-only mounts refuse all the same). Creates nothing that stays."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise StoreError(f"{option} {folder}: {existing} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".msabench-probe-"):
+            pass
+    except OSError as e:
+        raise StoreError(f"{option} {folder}: cannot create files in {existing} ({e.strerror or e})") from None
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (its folder made if missing) through ``<path>.tmp`` and a
+    rename, so a reader sees the old file or the whole new one; the temporary file is
+    removed when writing fails (a full disk leaves nothing partial). ``StoreError`` on any
+    ``OSError``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> Path:
+    """``schema.write_parquet`` (atomic, its temporary file removed on failure), with an
+    ``OSError`` turned into a ``StoreError``."""
+    with _writing(path):
+        return schema.write_parquet(df, path, metadata)
+
+
+def _read_text(path: Path) -> str:
+    with _writing(path, "read"):
+        return path.read_text()
+
+
+def _create_run_dir(run: Run) -> Path:
+    """Create the new run's ``<run_dir>/cells`` (the run folder must not exist yet); return
+    the topmost folder this created, so that a failed start can remove what it made."""
+    cells = run.run_dir / "cells"
+    top = next(p for p in (*reversed(cells.parents), cells) if not p.exists())
+    try:
+        with _writing(run.run_dir):
+            cells.mkdir(parents=True, exist_ok=False)
+    except StoreError:
+        _remove_run_dir(run, top)  # mkdir(parents=True) may have made some parents before failing
+        raise
+    return top
+
+
+def _remove_run_dir(run: Run, top: Path) -> None:
+    """Remove a run folder that failed to start, and the empty parents made for it, up to
+    ``top``. Parents are removed only while empty: another run may have started in them."""
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+    for folder in run.run_dir.parents:
+        if not folder.is_relative_to(top):
+            break
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+@contextlib.contextmanager
+def hold(run: Run) -> Iterator[None]:
+    """Hold the run's lock for the block: an exclusive ``fcntl.flock`` on
+    ``<run_dir>/lock``, so two processes never train, or write the files of, the same run.
+
+    A held lock is refused at once (no waiting) with a ``RunError`` naming the holder: its
+    pid, host and start time, which each holder writes into the lock file. The kernel drops
+    a flock when its process exits, however it dies (SIGKILL included), so a lock never
+    outlives its holder; the file stays (deleting it would let a third process lock a new
+    file while the second still holds the old one), quoting the last holder."""
+    path = run.run_dir / LOCK_FILE
+    with _writing(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited: workers cannot keep it
+    try:
+        with _writing(path):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(
+                    f"run {run.run_id} is in use by {_holder(fd)}; wait for it to finish (or stop it) first"
+                ) from None
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its lock file says."""
+    try:
+        h = json.loads(os.pread(fd, 4096, 0))
+        return f"pid {h['pid']} on {h['host']} since {h['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (which has not written its name yet)"
+
+
+@contextlib.contextmanager
+def started_run(out: Path, suite: str, cells: list[Cell], options: dict[str, Any]) -> Iterator[tuple[Run, dict]]:
+    """Start a new run and hold its lock for the block; yield ``(run, run.json's document)``.
+
+    The run folder, its lock and its ``run.json`` (the plan and the provenance) are made
+    in that order, so no other process can take the run in between. When one of them
+    fails (``StoreError``), everything made is removed before the error goes on."""
     run = Run(suite, new_run_id(), Path(out))
     device = cells[0].device if cells else "cpu"
     plan_doc = {
@@ -357,9 +527,17 @@ def start_run(out: Path, suite: str, cells: list[Cell], options: dict[str, Any])
         "environment": environment(device, (c.problem for c in cells), options.get("threads")),
         "cells": [c.to_json() for c in cells],
     }
-    (run.run_dir / "cells").mkdir(parents=True, exist_ok=False)
-    _write_json(run.run_dir / "run.json", plan_doc)
-    return run
+    top = _create_run_dir(run)
+    with contextlib.ExitStack() as lock:
+        try:
+            lock.enter_context(hold(run))
+            _write_json(run.run_dir / "run.json", plan_doc)
+            doc = read_plan(run)
+        except BaseException:
+            lock.close()
+            _remove_run_dir(run, top)
+            raise
+        yield run, doc
 
 
 def load_run(out: Path, suite: str, run_id: str) -> tuple[Run, list[Cell], dict[str, Any]]:
@@ -370,8 +548,9 @@ def load_run(out: Path, suite: str, run_id: str) -> tuple[Run, list[Cell], dict[
     path = run.run_dir / "run.json"
     if not path.is_file():
         raise RunError(f"no run {run_id!r} of suite {suite!r} under {out} (looked for {path})")
+    text = _read_text(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(text)
         cells = [Cell.from_json(c) for c in doc["cells"]]
     except (ValueError, KeyError, TypeError) as e:
         raise RunError(f"{path} is unreadable ({schema.one_line(e)})") from None
@@ -380,7 +559,7 @@ def load_run(out: Path, suite: str, run_id: str) -> tuple[Run, list[Cell], dict[
 
 def read_plan(run: Run) -> dict[str, Any]:
     """The run's ``run.json``."""
-    return json.loads((run.run_dir / "run.json").read_text())
+    return json.loads(_read_text(run.run_dir / "run.json"))
 
 
 def mark_resumed(run: Run, doc: dict[str, Any]) -> None:
@@ -390,9 +569,7 @@ def mark_resumed(run: Run, doc: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=1, default=str))
 
 
 # ---------------------------------------------------------------------------------------
@@ -407,17 +584,18 @@ def _as_float(v: Any) -> float:
     return float(np.asarray(v, dtype=np.float64).sum())
 
 
-def _block_ends(steps: int, eval_every: int) -> tuple[list[int], set[int]]:
-    """Step counts at which timed blocks end, and the evaluation points (besides 0)."""
-    evals = set(range(eval_every, steps + 1, eval_every)) | {steps}
-    ends, done = [], 0
-    for target in sorted(evals | {1}):
-        while done >= 1 and target - done > MAX_BLOCK:
-            done += MAX_BLOCK
-            ends.append(done)
-        ends.append(target)
-        done = target
-    return ends, evals
+def _blocks(steps: int, eval_every: int) -> Iterator[tuple[int, bool]]:
+    """The timed blocks of a cell, lazily (memory stays constant whatever the budget): the
+    step count at each block's end, and whether it is an evaluation point (every
+    ``eval_every`` steps, and the last step). The first step is a block of its own; the
+    others end at evaluation points, split to at most ``MAX_BLOCK`` steps."""
+    yield 1, eval_every == 1 or steps == 1
+    done = 1
+    while done < steps:
+        next_eval = min(steps, (done // eval_every + 1) * eval_every)
+        end = min(next_eval, done + MAX_BLOCK)
+        yield end, end == next_eval
+        done = end
 
 
 def _eval_sets(problem: problems.Problem) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -489,8 +667,8 @@ def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int
     if run.root is not None:
         part = run.part_path(cell)
         if tb:
-            part.with_suffix(".traceback.txt").write_text(tb)
-        schema.write_parquet(df, part, {"suite": run.suite, "run_id": run.run_id, "cell_id": cell.cell_id})
+            write_text_atomic(part.with_suffix(".traceback.txt"), tb)
+        _write_parquet(df, part, {"suite": run.suite, "run_id": run.run_id, "cell_id": cell.cell_id})
     return df
 
 
@@ -547,8 +725,7 @@ def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | No
             rows.append(row(0, first, "diverged", "non-finite training loss at step 0"))
             return _finish(rows, compile_s, block_ms)
         rows.append(row(0, first))
-        ends, evals = _block_ends(cell.steps, cell.eval_every)
-        for end in ends:
+        for end, is_eval in _blocks(cell.steps, cell.eval_every):
             n = end - done
             staged = [trainer.put(next(batches)) for _ in range(n)]  # host->device outside the clock
             collected = []
@@ -581,7 +758,7 @@ def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | No
                     metrics = {}
                 rows.append(row(end, metrics, "diverged", f"non-finite training loss at step {bad_step}"))
                 break
-            if end in evals:
+            if is_eval:
                 metrics = evaluate(trainer, state, problem, sets)
                 if not math.isfinite(metrics["train_loss"]):
                     rows.append(row(end, metrics, "diverged", f"non-finite training loss at step {end}"))
@@ -678,7 +855,9 @@ def execute(
     ``executor`` defaults to ``SerialExecutor`` (``jobs == 1``) or a process pool whose
     workers use ``threads`` intra-op threads each (see ``process_executor``);
     ``concurrency`` (recorded on every row) defaults to ``min(jobs, cells to run)``.
-    A failing cell becomes an ``error`` row; the other cells go on.
+    A failing cell becomes an ``error`` row; the other cells go on. A ``StoreError`` (a
+    part file cannot be written: full or read-only disk) stops the run: the cells that
+    finished keep their parts.
     """
     log = log or sys.stderr
     todo = [c for c in cells if run.root is None or _to_run(run.part_path(c))]
@@ -705,7 +884,9 @@ def execute(
     def finish(future: cf.Future, cell: Cell) -> None:
         try:
             df = future.result()
-        except Exception as e:  # noqa: BLE001 - the worker died or the part could not be written
+        except StoreError:
+            raise  # the run's files cannot be written: every further cell would fail alike
+        except Exception as e:  # noqa: BLE001 - the worker died
             df = _error_frame(run, cell, concurrency, e)
         results[cell.cell_id] = df
         if not in_process:
@@ -744,10 +925,7 @@ def _error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd
     }
     df = schema.frame([row])
     if run.root is not None:
-        try:
-            schema.write_parquet(df, run.part_path(cell), {"suite": run.suite, "run_id": run.run_id})
-        except OSError:
-            pass  # the run file step reports the missing part
+        _write_parquet(df, run.part_path(cell), {"suite": run.suite, "run_id": run.run_id})
     return df
 
 
@@ -782,7 +960,7 @@ def write_run_file(run: Run, cells: list[Cell], doc: dict[str, Any]) -> Path:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "cells": len(cells),
     }
-    return schema.write_parquet(df, run.run_file, meta)
+    return _write_parquet(df, run.run_file, meta)
 
 
 def run_suite(
@@ -797,11 +975,11 @@ def run_suite(
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
-    """Start a run of ``cells``, execute them and write the run file; return its path."""
-    run = start_run(Path(out), suite.name, cells, options)
-    doc = read_plan(run)
-    execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
-    return write_run_file(run, cells, doc)
+    """Start a run of ``cells``, execute them and write the run file, holding the run's
+    lock throughout; return the run file's path."""
+    with started_run(Path(out), suite.name, cells, options) as (run, doc):
+        execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
+        return write_run_file(run, cells, doc)
 
 
 def resume(
@@ -815,9 +993,12 @@ def resume(
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
-    """Run the cells of an interrupted run that have no part file (or only a skipped one);
-    write the run file."""
-    run, cells, doc = load_run(Path(out), suite, run_id)
-    mark_resumed(run, doc)
-    execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
-    return write_run_file(run, cells, doc)
+    """Run the cells of an interrupted run that have no part file (or only a skipped one)
+    and write the run file, holding the run's lock throughout (``RunError`` naming the
+    holder when another process has it)."""
+    run, cells, _ = load_run(Path(out), suite, run_id)
+    with hold(run):
+        doc = read_plan(run)  # as it is under the lock
+        mark_resumed(run, doc)
+        execute(run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log)
+        return write_run_file(run, cells, doc)

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shlex
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -173,8 +172,9 @@ def tune_suite(
 
 
 def write_tuned(path: Path, suite_name: str, records: dict[str, dict[str, Any]]) -> Path:
-    """Merge ``records`` into the tune file at ``path`` (atomically)."""
-    from suites import grids
+    """Merge ``records`` into the tune file at ``path`` (atomically; ``runner.StoreError``
+    when it cannot be written, leaving the old file as it was)."""
+    from suites import grids, runner
 
     try:
         suites = grids.load_tuned(path)
@@ -186,11 +186,7 @@ def write_tuned(path: Path, suite_name: str, records: dict[str, dict[str, Any]])
         "about": "learning rates chosen by `python -m suites tune` on the validation split; see suites/tune.py",
         "suites": suites,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return runner.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -238,6 +234,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     except runner.RunError as e:
         fail(str(e))
     output = Path(args.output) if args.output else grids.TUNED_PATH
+    if output.is_dir():
+        fail(f"--output {output} is a directory")
+    try:
+        runner.check_writable(output.parent, "--output")  # before hours of tuning, not after
+    except runner.RunError as e:
+        fail(str(e))
     command = shlex.join([PROG, *getattr(args, "argv", ["tune"])])
     if args.threads and args.jobs == 1:
         runner.set_threads(args.threads)
@@ -256,5 +258,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     )
     for key, r in records.items():
         print(f"{key}: {r['metric']} by lr {r['scores']} -> {r['choice']}")
-    print(write_tuned(output, suite.name, records))
+    try:
+        print(write_tuned(output, suite.name, records))
+    except runner.RunError as e:
+        fail(str(e))
     return 0

@@ -4,6 +4,7 @@ resume, executors; plus the grids and the tuner built on it."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -64,10 +65,22 @@ def test_timing_protocol(fake_backend):
 
 
 def test_long_blocks_are_split():
-    ends, evals = runner._block_ends(120, 120)
-    assert ends == [1, 51, 101, 120] and evals == {120}
-    ends, evals = runner._block_ends(5, 2)
-    assert ends == [1, 2, 4, 5] and evals == {2, 4, 5}
+    assert list(runner._blocks(120, 120)) == [(1, False), (51, False), (101, False), (120, True)]
+    assert list(runner._blocks(5, 2)) == [(1, False), (2, True), (4, True), (5, True)]
+
+
+@pytest.mark.parametrize(
+    "steps, eval_every", [(s, e) for s in (1, 2, 7, 50, 51, 120, 301) for e in (1, 3, 50, 64, 400)]
+)
+def test_blocks_follow_the_rule(steps, eval_every):
+    """The first step alone; blocks of at most MAX_BLOCK steps ending at every evaluation
+    point (every eval_every steps, and the last step) and flagged exactly there."""
+    blocks = list(runner._blocks(steps, eval_every))
+    ends = [end for end, _ in blocks]
+    assert ends[0] == 1 and ends[-1] == steps and ends == sorted(set(ends))
+    assert all(b - a <= runner.MAX_BLOCK for a, b in itertools.pairwise(ends))
+    evals = set(range(eval_every, steps + 1, eval_every)) | {steps}
+    assert {end for end, is_eval in blocks if is_eval} == evals
 
 
 def test_diverged_cell_stops_with_reason(fake_backend):
@@ -173,8 +186,7 @@ def test_resume_of_unknown_run_is_an_error(tmp_path):
 def test_thread_pool_executor_records_concurrency(fake_backend, tmp_path):
     suite = tiny_suite()
     cells = _cells(suite)
-    run = runner.start_run(tmp_path, "tiny", cells, {})
-    with ThreadPoolExecutor(2) as pool:
+    with runner.started_run(tmp_path, "tiny", cells, {}) as (run, _), ThreadPoolExecutor(2) as pool:
         rows = runner.execute(run, cells, executor=pool, concurrency=2, show_progress=False)
     assert set(rows) == {c.cell_id for c in cells}
     assert all((df["concurrency"] == 2).all() for df in rows.values())
