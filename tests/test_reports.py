@@ -54,7 +54,7 @@ def test_every_image_reference_exists(report: Path):
 @pytest.mark.parametrize("hold", [True, False])
 def test_claim_verdicts_follow_the_data(tmp_path, hold: bool):
     runs = load.load_runs([report_tables.write(tmp_path, hold=hold)])
-    table = claims.evaluate(runs.df)
+    table = claims.evaluate(runs.df, runs.facts)
     assert set(table["backend"]) == set(report_tables.BACKENDS)
     assert {c.id for c in claims.CLAIMS} == set(table["id"])
     wanted = claims.HOLDS if hold else claims.FAILS
@@ -64,7 +64,7 @@ def test_claim_verdicts_follow_the_data(tmp_path, hold: bool):
 
 def test_claims_without_their_data_are_not_measured(tmp_path):
     runs = load.load_runs([report_tables.write(tmp_path, drop_problem="mnist5k-mlp-ternary")])
-    table = claims.evaluate(runs.df).set_index(["id", "backend"])
+    table = claims.evaluate(runs.df, runs.facts).set_index(["id", "backend"])
     assert table.loc[("ternary-sparser-than-twn", "torch"), "verdict"] == claims.NOT_MEASURED
     assert table.loc[("binary-matches-bc", "torch"), "verdict"] == claims.HOLDS
 
@@ -119,7 +119,7 @@ def test_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):
 def _empty_run(d: Path) -> Path:
     from suites import schema
 
-    return schema.write_parquet(schema.frame([]), d / "empty.parquet", report_tables.METADATA)
+    return schema.write_parquet(schema.frame([]), d / "empty.parquet", report_tables.run_metadata([]))
 
 
 def _other_version(d: Path) -> Path:
@@ -181,18 +181,20 @@ def test_html_opens_in_headless_chromium(report: Path):
 def test_reference_overlay_says_which_problems_are_the_papers_setting(tmp_path):
     """The embedded MLP is a stand-in for the ICML MNIST run; the paper-scale problem
     (55,000 digits, 3×2048) is the same setting, and the overlay says which is which."""
-    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
+    runs = load.load_runs([report_tables.write(tmp_path, hold=True)])
+    df = runs.df
     paper = df[df["problem"] == "mnist5k-mlp-binary"].assign(problem="mnist-mlp-binary")
+    facts = runs.facts.merge(report_tables.facts_of(["mnist-mlp-binary"]))
     (tmp_path / "figures").mkdir()
-    _, matches = figures.reference_overlay(pd.concat([df, paper]), tmp_path / "figures")
+    _, matches = figures.reference_overlay(pd.concat([df, paper]), facts, tmp_path / "figures")
     assert "mnist5k-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (stand-in)" in matches
     assert "mnist-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (same setting)" in matches
 
 
 def test_wall_clock_claim_is_not_judged_when_nobody_reaches_the_target(tmp_path):
     """An E-MSA that never reaches the target cannot lose a race nobody finished."""
-    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
-    cnn = df[df["problem"] == "mnist5k-rescnn"].assign(test_acc=0.1)
-    verdict = claims.emsa_not_competitive_in_wall_clock(cnn, "torch")
+    runs = load.load_runs([report_tables.write(tmp_path, hold=True)])
+    cnn = runs.df[runs.df["problem"] == "mnist5k-rescnn"].assign(test_acc=0.1)
+    verdict = claims.emsa_not_competitive_in_wall_clock(claims.Data(cnn, runs.facts), "torch")
     assert verdict.verdict == claims.NOT_MEASURED
     assert "mnist5k-rescnn: no configuration reached the target" in verdict.numbers
