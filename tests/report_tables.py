@@ -194,9 +194,7 @@ def run_metadata(rows: list[dict], **overrides) -> dict:
     return {**METADATA, "problems": facts, "labels": labels, **overrides}
 
 
-def write(
-    tmp_path: Path, hold: bool = True, drop_problem: str | None = None, run_id: str = RUN_ID, edit=None
-) -> Path:
+def write(tmp_path: Path, hold: bool = True, drop_problem: str | None = None, run_id: str = RUN_ID, edit=None) -> Path:
     """A synthetic run file; ``run_id`` renames the run, ``edit(row)`` changes rows in place
     (a second run of the same suite)."""
     rows = [{**r, "run_id": run_id} for r in rows_of(hold) if r["problem"] != drop_problem]
