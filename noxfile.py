@@ -17,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 TORCH = "torch==2.13.0"
-LINT_PATHS = ("implementations", "suites", "reports", "tests", "noxfile.py")
+LINT_PATHS = ("implementations", "msaresults", "suites", "reports", "tests", "noxfile.py")
 
 
 def install(session: nox.Session) -> None:

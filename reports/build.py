@@ -2,8 +2,12 @@
 ``index.md`` and ``figures/*.png|svg``.
 
 Everything is built in a temporary folder beside the output and moved into place only
-when complete, so a failure (a bad results file, a plotting error) leaves the previous
-report as it was and never a half-written one.
+when complete, so a failure (a bad results file, a plotting error, a full disk) leaves the
+previous report as it was and never a half-written one.
+
+The output folder may hold files of others (``reports/<suite>/summary.md``): the report
+only replaces or deletes the files an earlier report listed in its manifest
+(``reports/publish.py``), and its destination is checked before anything is built.
 
 Sections, in order: header (runs, git, device, versions, date); coverage; convergence;
 final results; sparsity; speed; claims; reference overlay.
@@ -12,7 +16,6 @@ final results; sparsity; speed; claims; reference overlay.
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import claims, figures, tables
+from reports import claims, figures, publish, tables
 from reports.load import Runs
 
 SECTIONS = ("Header", "Coverage", "Convergence", "Final results", "Sparsity", "Speed", "Claims", "Reference overlay")
@@ -174,25 +177,26 @@ def _convergence(doc: Document, df: pd.DataFrame, out: Path) -> None:
         doc.figure(files, caption, anchor)
 
 
-def _final(doc: Document, df: pd.DataFrame) -> None:
+def _final(doc: Document, runs: Runs) -> None:
     doc.heading("Final results", 2, "final-results")
     doc.paragraph(
-        "Final = each cell's last evaluation; mean ± sd over seeds (ok cells). Steps and seconds to target = "
-        "median over seeds of the first evaluation meeting the problem's target (timed seconds, compile "
-        "excluded); ms/step = median over cells of each cell's median timed block."
+        "Final = each cell's last evaluation; mean ± sd over cells (ok cells; with several runs, the cells "
+        "of every run count as replicates). Steps and seconds to target = median over cells of the first "
+        "evaluation meeting the problem's target, as the run recorded it (timed seconds, compile excluded); "
+        "ms/step = median over cells of each cell's median timed block."
     )
-    doc.table(tables.targets(df))
-    doc.table(tables.final_results(df))
+    doc.table(tables.targets(runs.df, runs.facts))
+    doc.table(tables.final_results(runs.df, runs.facts))
 
 
-def _sparsity(doc: Document, df: pd.DataFrame, out: Path) -> None:
+def _sparsity(doc: Document, runs: Runs, out: Path) -> None:
     doc.heading("Sparsity", 2, "sparsity")
     caption = (
         "Non-zero fraction of the ternary configurations: during training (non-zero discrete weights over all "
         f"trainable parameters, the ICML measure; {figures.BAND}) and per layer at the end (non-zero fraction "
-        "of each layer's W, mean over seeds)."
+        "of each layer's W, mean over cells)."
     )
-    doc.figure(figures.sparsity(df, out), caption, "fig-sparsity")
+    doc.figure(figures.sparsity(runs.df, runs.facts, out), caption, "fig-sparsity")
 
 
 def _speed(doc: Document, df: pd.DataFrame, out: Path) -> None:
@@ -202,20 +206,21 @@ def _speed(doc: Document, df: pd.DataFrame, out: Path) -> None:
     doc.figure(figures.speed(df, out), caption, "fig-speed")
 
 
-def _claims(doc: Document, df: pd.DataFrame) -> None:
+def _claims(doc: Document, runs: Runs) -> None:
     doc.heading("Claims", 2, "claims")
     doc.paragraph(
-        "Each claim of the papers, evaluated per backend from this run's data; the threshold column states "
-        "the rule behind the verdict, the figure column links the figure to read it from."
+        "Each claim of the papers, evaluated per backend from the runs' data (the cells of every run count "
+        "as replicates); the threshold column states the rule behind the verdict, the figure column links "
+        "the figure to read it from."
     )
-    table = claims.evaluate(df)
+    table = claims.evaluate(runs.df, runs.facts)
     shown = table[["claim", "source", "backend", "verdict", "numbers", "threshold", "figure"]]
     doc.table(shown, row_class="verdict", links=("figure",))
 
 
-def _reference(doc: Document, df: pd.DataFrame, out: Path) -> None:
+def _reference(doc: Document, runs: Runs, out: Path) -> None:
     doc.heading("Reference overlay", 2, "reference-overlay")
-    result = figures.reference_overlay(df, out)
+    result = figures.reference_overlay(runs.df, runs.facts, out)
     if result is None:
         doc.paragraph("No problem in this run matches one of the authors' logged runs (reports/data/).")
         return
@@ -251,35 +256,28 @@ def _reference(doc: Document, df: pd.DataFrame, out: Path) -> None:
 
 
 def build(runs: Runs, out: Path) -> Path:
-    """Write the report of ``runs`` into ``out`` (created); returns ``out/index.html``."""
+    """Write the report of ``runs`` into ``out`` (created); returns ``out/index.html``.
+    ``ReportError`` when ``out`` cannot take it (``publish.check_destination``); an ``OSError``
+    while writing (a full disk) leaves ``out`` as it was."""
+    publish.check_destination(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        fig_dir = tmp / "figures"
+        fig_dir = tmp / publish.FIGURES
         fig_dir.mkdir()
         df = runs.df
         doc = Document()
         _header(doc, runs)
         _coverage(doc, df)
         _convergence(doc, df, fig_dir)
-        _final(doc, df)
-        _sparsity(doc, df, fig_dir)
+        _final(doc, runs)
+        _sparsity(doc, runs, fig_dir)
         _speed(doc, df, fig_dir)
-        _claims(doc, df)
-        _reference(doc, df, fig_dir)
+        _claims(doc, runs)
+        _reference(doc, runs, fig_dir)
         (tmp / "index.html").write_text(doc.render_html(f"msabench report: {runs.suite}"))
         (tmp / "index.md").write_text(doc.render_md())
-        _publish(tmp, out)
+        publish.publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished report into ``out``, replacing the previous one's files."""
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "figures").exists():
-        os.replace(out / "figures", tmp / "previous-figures")
-    os.replace(tmp / "figures", out / "figures")
-    for name in ("index.md", "index.html"):
-        os.replace(tmp / name, out / name)

@@ -1,15 +1,20 @@
 """The papers' claims as rows with verdicts computed from the results.
 
-Each claim is a function ``(df, backend) -> Verdict``; the report evaluates every claim
-for every backend in the results (the backends can disagree: on ``sine-resnet-zero`` the
-outcome is decided by float32 rounding). A verdict is ``holds``, ``does not hold`` or
+Each claim is a function ``(data, backend) -> Verdict`` (``data``: the rows and the run
+facts); the report evaluates every claim for every backend in the results (the backends
+can disagree: on ``sine-resnet-zero`` the outcome is decided by float32 rounding). A verdict is ``holds``, ``does not hold`` or
 ``not measured`` (the run lacks a problem or configuration the claim needs), with the
-numbers behind it and the threshold it used. Curves are medians over seeds at each
+numbers behind it and the threshold it used. Curves are medians over cells at each
 evaluation step, from ``ok`` rows (a diverged cell's last row carries NaN metrics or
-the loss it diverged with).
+the loss it diverged with); a cell is (run_id, cell_id), so the cells of every run given
+count as replicates, as in the tables (``reports/load.py``), and a cell's result is its
+``schema.final_rows`` row.
 
-Configurations are found by label: ``emsa``, ``msa``, ``sgd``, ``adagrad``, ``adam``,
-``dmsa-binary``, ``bc``, ``dmsa-ternary``, ``twn`` (the default suite's names).
+Configurations are found by label (``ROLES``: ``emsa``, ``msa``, ``sgd``, ``adagrad``,
+``adam``, ``dmsa-binary``, ``bc``, ``dmsa-ternary``, ``twn``, the default suite's names),
+and a label counts only when the run records it as the algorithm its role expects (a
+suite naming an Adam configuration ``emsa`` does not stand in for E-MSA). Targets and
+weight kinds are the run's recorded facts (``schema.RunFacts``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from msaresults import schema
 from reports import tables
-from suites import problems
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 BASELINES = ("sgd", "adagrad", "adam")
@@ -31,6 +36,18 @@ ACCURACY_TOLERANCE = 0.01  # "reaches X's accuracy": mean final test accuracy at
 SPARSITY_RATIO = 0.5  # "far fewer non-zero weights": at most half of TWN's non-zero fraction
 ESCAPE_RATIO = 0.5  # "escapes while gradient methods stall": E-MSA's loss at most half of theirs
 INSTABILITY_RATIO = 2.0  # "unstable": a seed diverged, or final test loss > 2× the run's best
+#: the label each claim reads, and the algorithm id the run must record for it
+ROLES = {
+    "emsa": "emsa",
+    "msa": "msa",
+    "sgd": "sgd",
+    "adagrad": "adagrad",
+    "adam": "adam",
+    "dmsa-binary": "dmsa",
+    "bc": "ste",
+    "dmsa-ternary": "dmsa",
+    "twn": "ste",
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,7 @@ class Claim:
     text: str
     source: str
     figure: str  # the figure's anchor in the report
-    evaluate: Callable[[pd.DataFrame, str], Verdict]
+    evaluate: Callable[[pd.DataFrame, schema.RunFacts, str], Verdict]
 
 
 # ---------------------------------------------------------------------------------------
@@ -54,20 +71,32 @@ class Claim:
 # ---------------------------------------------------------------------------------------
 
 
-def _cells(df: pd.DataFrame, problem: str, label: str, backend: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Data:
+    """The rows the claims read and the run facts they interpret them with."""
+
+    df: pd.DataFrame
+    facts: schema.RunFacts
+
+
+def _cells(data: Data, problem: str, label: str, backend: str) -> pd.DataFrame:
+    """The rows of ``label`` on ``problem`` and ``backend``; none when the run records the
+    label as another algorithm than its role's (``ROLES``)."""
+    df = data.df
+    if data.facts.labels.get(label) != ROLES[label]:
+        return df.iloc[:0]
     return df[(df["problem"] == problem) & (df["label"] == label) & (df["backend"] == backend)]
 
 
-def median_curve(df: pd.DataFrame, problem: str, label: str, backend: str, metric: str) -> pd.Series:
-    """Median over seeds of ``metric`` at each evaluation step (``ok`` rows)."""
-    rows = _cells(df, problem, label, backend)
+def median_curve(data: Data, problem: str, label: str, backend: str, metric: str) -> pd.Series:
+    """Median over cells of ``metric`` at each evaluation step (``ok`` rows)."""
+    rows = _cells(data, problem, label, backend)
     rows = rows[rows["status"] == "ok"]
     return rows.groupby("step")[metric].median().dropna()
 
 
-def _final_rows(df: pd.DataFrame, problem: str, label: str, backend: str) -> pd.DataFrame:
-    rows = _cells(df, problem, label, backend)
-    return rows.groupby("cell_id", sort=False).tail(1)
+def _final_rows(data: Data, problem: str, label: str, backend: str) -> pd.DataFrame:
+    return schema.final_rows(_cells(data, problem, label, backend))
 
 
 def _fmt(v: float) -> str:
@@ -86,19 +115,19 @@ def _at(curve: pd.Series, step: int) -> float | None:
 EMSA_PROBLEMS = ("sine-resnet", "mnist5k-rescnn", "mnist-rescnn", "fashion-rescnn")
 
 
-def emsa_faster_per_iteration(df: pd.DataFrame, backend: str) -> Verdict:
+def emsa_faster_per_iteration(data: Data, backend: str) -> Verdict:
     """At the last step in the first half of E-MSA's budget at which E-MSA and a baseline
     were both evaluated, E-MSA's median training loss is below the baseline's; for SGD,
     Adagrad and Adam, on every measured problem of sine and CNN."""
     parts, holds, measured = [], True, False
     for problem in EMSA_PROBLEMS:
-        emsa = median_curve(df, problem, "emsa", backend, "train_loss")
+        emsa = median_curve(data, problem, "emsa", backend, "train_loss")
         if emsa.empty:
             continue
         half = int(emsa.index.max()) // 2
         compared = []
         for b in BASELINES:
-            theirs = median_curve(df, problem, b, backend, "train_loss")
+            theirs = median_curve(data, problem, b, backend, "train_loss")
             common = [s for s in emsa.index if s in theirs.index and 0 < s <= half]
             if common:
                 step = max(common)
@@ -120,14 +149,14 @@ def emsa_faster_per_iteration(df: pd.DataFrame, backend: str) -> Verdict:
     return Verdict(HOLDS if holds else FAILS, "; ".join(parts), threshold)
 
 
-def emsa_escapes_zero_init(df: pd.DataFrame, backend: str) -> Verdict:
+def emsa_escapes_zero_init(data: Data, backend: str) -> Verdict:
     problem = "sine-resnet-zero"
     threshold = f"E-MSA's median test loss at its last step ≤ {ESCAPE_RATIO} × every gradient method's at that step"
-    emsa = median_curve(df, problem, "emsa", backend, "test_loss")
+    emsa = median_curve(data, problem, "emsa", backend, "test_loss")
     if emsa.empty:
         return Verdict(NOT_MEASURED, f"needs emsa on {problem}", threshold)
     step = int(emsa.index.max())
-    others = {b: _at(median_curve(df, problem, b, backend, "test_loss"), step) for b in BASELINES}
+    others = {b: _at(median_curve(data, problem, b, backend, "test_loss"), step) for b in BASELINES}
     others = {b: v for b, v in others.items() if v is not None}
     if not others:
         return Verdict(NOT_MEASURED, f"needs a gradient method on {problem} evaluated at step {step}", threshold)
@@ -137,19 +166,20 @@ def emsa_escapes_zero_init(df: pd.DataFrame, backend: str) -> Verdict:
     return Verdict(HOLDS if holds else FAILS, numbers, threshold)
 
 
-def _seconds_to_target(df: pd.DataFrame, problem: str, label: str, backend: str) -> float | None:
-    """Median over seeds of the timed seconds to the problem's target (infinity when
-    most seeds never reach it; ``tables.to_target``); None when not run."""
-    reached = tables.to_target(_cells(df, problem, label, backend), problem)
+def _seconds_to_target(data: Data, problem: str, label: str, backend: str) -> float | None:
+    """Median over cells of the timed seconds to the problem's target (infinity when
+    most cells never reach it; ``tables.to_target``); None when not run."""
+    target = data.facts.problems.get(problem)  # absent: the problem is not in the runs
+    reached = None if target is None else tables.to_target(_cells(data, problem, label, backend), target)
     return None if reached is None else reached[1]
 
 
-def emsa_not_competitive_in_wall_clock(df: pd.DataFrame, backend: str) -> Verdict:
+def emsa_not_competitive_in_wall_clock(data: Data, backend: str) -> Verdict:
     threshold = "some baseline reaches the problem's target in fewer timed seconds than E-MSA (median over seeds)"
     parts, holds, measured = [], True, False
     for problem in EMSA_PROBLEMS:
-        mine = _seconds_to_target(df, problem, "emsa", backend)
-        theirs = {b: _seconds_to_target(df, problem, b, backend) for b in BASELINES}
+        mine = _seconds_to_target(data, problem, "emsa", backend)
+        theirs = {b: _seconds_to_target(data, problem, b, backend) for b in BASELINES}
         theirs = {b: t for b, t in theirs.items() if t is not None}
         if mine is None or not theirs:
             continue
@@ -170,45 +200,45 @@ def _seconds(t: float) -> str:
     return "never reached" if math.isinf(t) else f"{t:.3g} s"
 
 
-def _unstable(df: pd.DataFrame, problem: str, label: str, backend: str) -> tuple[bool, str] | None:
-    last = _final_rows(df, problem, label, backend)
+def _unstable(data: Data, problem: str, label: str, backend: str) -> tuple[bool, str] | None:
+    last = _final_rows(data, problem, label, backend)
     if last.empty or not last["status"].isin(("ok", "diverged")).any():
         return None
     diverged = int((last["status"] == "diverged").sum())
-    rows = _cells(df, problem, label, backend)
+    rows = _cells(data, problem, label, backend)
     rows = rows[rows["status"] == "ok"]
-    ratios = [float(c["test_loss"].iloc[-1] / c["test_loss"].min()) for _, c in rows.groupby("cell_id")]
+    ratios = [float(c["test_loss"].iloc[-1] / c["test_loss"].min()) for _, c in rows.groupby(schema.CELL_KEY)]
     ratio = float(np.median(ratios)) if ratios else math.nan
     text = f"{diverged}/{len(last)} diverged, final/best test loss {_fmt(ratio)}"
     return diverged > 0 or ratio > INSTABILITY_RATIO, text
 
 
-def msa_unstable_emsa_not(df: pd.DataFrame, backend: str) -> Verdict:
+def msa_unstable_emsa_not(data: Data, backend: str) -> Verdict:
     problem = "sine-resnet"
     threshold = f"unstable = a seed diverged or the median final/best test loss > {INSTABILITY_RATIO}"
-    msa, emsa = (_unstable(df, problem, label, backend) for label in ("msa", "emsa"))
+    msa, emsa = (_unstable(data, problem, label, backend) for label in ("msa", "emsa"))
     if msa is None or emsa is None:
         return Verdict(NOT_MEASURED, f"needs msa and emsa on {problem}", threshold)
     holds = msa[0] and not emsa[0]
     return Verdict(HOLDS if holds else FAILS, f"{problem}: MSA {msa[1]}; E-MSA {emsa[1]}", threshold)
 
 
-def _mean_final(df: pd.DataFrame, problem: str, label: str, backend: str, metric: str) -> float | None:
-    last = _final_rows(df, problem, label, backend)
+def _mean_final(data: Data, problem: str, label: str, backend: str, metric: str) -> float | None:
+    last = _final_rows(data, problem, label, backend)
     last = last[last["status"] == "ok"]
     return float(last[metric].mean()) if len(last) else None
 
 
-def _discrete_pairs(df: pd.DataFrame, weights: str) -> list[str]:
-    names = [n for n, p in problems.PROBLEMS.items() if p.weights == weights]
-    return [n for n in names if n in set(df["problem"])]
+def _discrete_pairs(data: Data, weights: str) -> list[str]:
+    """The run's problems whose recorded weight kind is ``weights``, in the run's order."""
+    return [n for n in dict.fromkeys(data.df["problem"]) if data.facts.problems[n].weights == weights]
 
 
-def binary_msa_matches_bc(df: pd.DataFrame, backend: str) -> Verdict:
+def binary_msa_matches_bc(data: Data, backend: str) -> Verdict:
     threshold = f"binary MSA's mean final test accuracy ≥ BinaryConnect's − {ACCURACY_TOLERANCE * 100:.0f} point"
     parts, holds, measured = [], True, False
-    for problem in _discrete_pairs(df, "binary"):
-        mine, theirs = (_mean_final(df, problem, label, backend, "test_acc") for label in ("dmsa-binary", "bc"))
+    for problem in _discrete_pairs(data, "binary"):
+        mine, theirs = (_mean_final(data, problem, label, backend, "test_acc") for label in ("dmsa-binary", "bc"))
         if mine is None or theirs is None:
             continue
         measured = True
@@ -219,15 +249,15 @@ def binary_msa_matches_bc(df: pd.DataFrame, backend: str) -> Verdict:
     return Verdict(HOLDS if holds else FAILS, "; ".join(parts), threshold)
 
 
-def ternary_msa_matches_twn_sparser(df: pd.DataFrame, backend: str) -> Verdict:
+def ternary_msa_matches_twn_sparser(data: Data, backend: str) -> Verdict:
     threshold = (
         f"ternary MSA's mean final test accuracy ≥ TWN's − {ACCURACY_TOLERANCE * 100:.0f} point and its "
         f"non-zero fraction ≤ {SPARSITY_RATIO} × TWN's"
     )
     parts, holds, measured = [], True, False
-    for problem in _discrete_pairs(df, "ternary"):
-        acc = [_mean_final(df, problem, label, backend, "test_acc") for label in ("dmsa-ternary", "twn")]
-        nz = [_mean_final(df, problem, label, backend, "nonzero_frac") for label in ("dmsa-ternary", "twn")]
+    for problem in _discrete_pairs(data, "ternary"):
+        acc = [_mean_final(data, problem, label, backend, "test_acc") for label in ("dmsa-ternary", "twn")]
+        nz = [_mean_final(data, problem, label, backend, "nonzero_frac") for label in ("dmsa-ternary", "twn")]
         if None in acc or None in nz:
             continue
         measured = True
@@ -286,13 +316,14 @@ CLAIMS = (
 )
 
 
-def evaluate(df: pd.DataFrame) -> pd.DataFrame:
+def evaluate(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
     """One row per claim × backend: id, claim, source, backend, verdict, numbers, threshold, figure."""
     rows = []
+    data = Data(df, facts)
     backends = [b for b in dict.fromkeys(df["backend"]) if b]
     for claim in CLAIMS:
         for backend in backends:
-            v = claim.evaluate(df, backend)
+            v = claim.evaluate(data, backend)
             rows.append(
                 {
                     "id": claim.id,

@@ -3,7 +3,10 @@
 Every curve is the median over seeds at each evaluation step, with a band from the 25th
 to the 75th percentile over seeds (the interquartile range); against wall-clock, the x
 of each step is the median over seeds of the cell's timed seconds (the first step, which
-compiles, excluded). Colour = configuration label, line style = backend.
+compiles, excluded). Colour = configuration label, line style = backend. Time axes
+start at 0 (a duration is never negative: symlog would otherwise draw ticks such as
+-10⁰ in its margin). Weight kinds and reference runs are the run's recorded facts
+(``schema.RunFacts``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from msaresults import schema
+from msaresults.schema import final_rows, trained_finals
 from reports import reference
-from reports.load import finals
-from suites import problems
 
 LINESTYLES = ["-", "--", ":", "-."]
 BAND = "median over seeds; band: 25th–75th percentile"
@@ -87,7 +90,14 @@ def _legend(fig, palette: dict, dashes: dict) -> None:
 
 
 def curves(df: pd.DataFrame, metric: str, x: str, out: Path, name: str, ylabel: str, log: bool) -> list[str] | None:
-    """One panel per problem having ``metric``; x is ``"step"`` or ``"seconds"``."""
+    """One panel per problem having ``metric``, saved; x is ``"step"`` or ``"seconds"``."""
+    fig = curves_figure(df, metric, x, ylabel, log)
+    return None if fig is None else _save(fig, out, name)
+
+
+def curves_figure(df: pd.DataFrame, metric: str, x: str, ylabel: str, log: bool):
+    """The figure of ``curves`` (None when no row has ``metric``); seconds on a symlog
+    axis from 0, so that it never shows a negative tick."""
     agg = aggregate(df, metric)
     if agg.empty:
         return None
@@ -108,14 +118,15 @@ def curves(df: pd.DataFrame, metric: str, x: str, out: Path, name: str, ylabel: 
             ax.set_yscale("log")
         if x == "seconds":
             ax.set_xscale("symlog", linthresh=0.1)
+            ax.set_xlim(left=0)  # the default margin reaches below 0, where symlog ticks -10^k
     _legend(fig, palette, dashes)
-    return _save(fig, out, name)
+    return fig
 
 
-def sparsity(df: pd.DataFrame, out: Path) -> list[str] | None:
+def sparsity(df: pd.DataFrame, facts: schema.RunFacts, out: Path) -> list[str] | None:
     """Non-zero fraction against iteration for the ternary configurations (left), and
-    per layer at the end (right, mean over seeds)."""
-    ternary = [n for n in dict.fromkeys(df["problem"]) if problems.get_problem(n).weights == "ternary"]
+    per layer at the end (right, mean over cells)."""
+    ternary = [n for n in dict.fromkeys(df["problem"]) if facts.problems[n].weights == "ternary"]
     rows = df[df["problem"].isin(ternary)]
     if rows.empty:
         return None
@@ -127,7 +138,7 @@ def sparsity(df: pd.DataFrame, out: Path) -> list[str] | None:
         left.plot(g["step"], g["mid"], color=palette[label], ls=dashes[backend], lw=1.6)
         left.fill_between(g["step"], g["lo"], g["hi"], color=palette[label], alpha=0.15, lw=0)
     left.set(xlabel="iteration", ylabel="non-zero fraction (ICML measure)", title="during training")
-    last = finals(rows)
+    last = final_rows(rows)
     last = last[last["status"] == "ok"]
     layers = [
         {"label": r.label, "backend": r.backend, "layer": i, "non-zero": float(v)}
@@ -144,8 +155,7 @@ def sparsity(df: pd.DataFrame, out: Path) -> list[str] | None:
 
 
 def speed(df: pd.DataFrame, out: Path) -> list[str] | None:
-    last = finals(df)
-    done = last[last["status"].isin(("ok", "diverged"))]
+    done = trained_finals(df)
     if done.empty:
         return None
     _theme()
@@ -161,15 +171,11 @@ def speed(df: pd.DataFrame, out: Path) -> list[str] | None:
     return _save(fig, out, "speed")
 
 
-def reference_overlay(df: pd.DataFrame, out: Path) -> tuple[list[str], list[str]] | None:
-    """Our discrete-MSA curves beside the authors' logged run for every problem that
-    names one (``Problem.reference_run``): test accuracy, and the non-zero fraction for
-    ternary runs, against training samples seen."""
-    matched = [
-        (n, problems.get_problem(n))
-        for n in dict.fromkeys(df["problem"])
-        if problems.get_problem(n).reference_run is not None
-    ]
+def reference_overlay(df: pd.DataFrame, facts: schema.RunFacts, out: Path) -> tuple[list[str], list[str]] | None:
+    """Our discrete-MSA curves beside the authors' logged run for every problem whose
+    recorded facts name one (``ProblemFacts.reference_run``): test accuracy, and the
+    non-zero fraction for ternary runs, against training samples seen."""
+    matched = [(n, facts.problems[n]) for n in dict.fromkeys(df["problem"]) if facts.problems[n].reference_run]
     panels = []
     for name, p in matched:
         label = {"binary": "dmsa-binary", "ternary": "dmsa-ternary"}.get(p.weights)

@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from msaresults import schema
+from msaresults.cli import Parser, fail
 from reports.load import ReportError, latest_run
 from reports.tables import finite, mean_sd, median_str, status_counts
-from suites import Parser, fail, schema
 
 GROUP = ["problem", "label", "backend", "dtype"]
 
@@ -34,8 +35,8 @@ def _mean(values: pd.Series, fmt: str) -> str:
 def table(df: pd.DataFrame) -> pd.DataFrame:
     """The summary table (strings), one row per (problem, label, backend, dtype), in the
     order the run's cells appear."""
-    last = df.groupby("cell_id", sort=False).tail(1)  # each cell's final row carries its status
-    finals = last[last["status"].isin(("ok", "diverged"))]
+    last = schema.final_rows(df)  # each cell's final row carries its status
+    finals = last[last["status"].isin(schema.TRAINED)]
     out = []
     for key, cells in last.groupby(GROUP, sort=False):
         done = finals[(finals[GROUP] == pd.Series(key, index=GROUP)).all(axis=1)]
@@ -109,8 +110,11 @@ def write_summary(results: Path, out: Path | None = None) -> Path:
     out = out or Path("reports") / str(meta.get("suite", "unknown")) / "summary.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(df, meta, str(results)))
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(render(df, meta, str(results)))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write: no partial file left
     return out
 
 
@@ -130,6 +134,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         out = write_summary(path, Path(args.out) if args.out else None)
     except (schema.ResultsError, ReportError) as e:
         fail(str(e))
+    except OSError as e:  # an unwritable folder, a full disk
+        fail(f"cannot write the summary: {schema.one_line(e)}")
     print(out)
     return 0
 

@@ -3,9 +3,13 @@
 - ``coverage``: algorithm × backend × problem, each cell's statuses;
 - ``not_ok``: the reasons of every skipped, diverged and error cell;
 - ``final_results``: per problem × label × backend, final test accuracy (or loss) mean ±
-  sd over seeds, median iterations and timed seconds to the problem's target, median
+  sd over cells, median iterations and timed seconds to the problem's target, median
   ms/step and compile seconds;
 - ``speed``: median ms/step per problem × label × backend and the ratio to PyTorch eager.
+
+A cell is (run_id, cell_id) and its result its final row (``schema.final_rows``): the
+cells of every run given count as replicates (``reports/load.py``). Targets come from the
+run's recorded facts (``schema.RunFacts``), never from today's problem registry.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.load import finals
-from suites import problems, schema
+from msaresults import schema
+from msaresults.schema import final_rows, trained_finals
 
 KEY = ["problem", "label", "backend"]
 
@@ -52,36 +56,26 @@ def status_counts(statuses: pd.Series) -> str:
 def coverage(df: pd.DataFrame) -> pd.DataFrame:
     """Rows algorithm × label × backend, columns problems; each entry the cells' status
     counts (``–``: no such cell in the run)."""
-    last = finals(df)
+    last = final_rows(df)
     groups = last.groupby(["algorithm", "label", "backend", "problem"], sort=False)["status"]
     return groups.apply(status_counts).unstack().fillna("–").reset_index()
 
 
 def not_ok(df: pd.DataFrame) -> pd.DataFrame:
-    last = finals(df)
+    last = final_rows(df)
     bad = last[last["status"] != "ok"]
     return bad[["cell_id", "status", "reason"]].sort_values(["status", "cell_id"]).reset_index(drop=True)
 
 
-def target_of(problem: str) -> tuple[str, float, str]:
-    """(metric, value, description) of a problem's target."""
-    p = problems.get_problem(problem)
-    if p.target_acc is not None:
-        return "test_acc", p.target_acc, f"test accuracy ≥ {p.target_acc * 100:.0f}%"
-    if p.target_loss is not None:
-        return "test_loss", p.target_loss, f"test loss ≤ {p.target_loss:g}"
-    return "", math.nan, "none"
-
-
-def to_target(cells: pd.DataFrame, problem: str) -> tuple[float, float] | None:
-    """Median over seeds of the step and of the timed seconds at the first evaluation
-    meeting the problem's target, from the ``ok`` rows; a seed that never meets it counts
-    as infinity. None when the problem has no target or no ok cell."""
-    metric, value, _ = target_of(problem)
-    if not metric:
+def to_target(cells: pd.DataFrame, target: schema.ProblemFacts) -> tuple[float, float] | None:
+    """Median over cells of the step and of the timed seconds at the first evaluation
+    meeting the problem's recorded target, from the ``ok`` rows; a cell that never meets
+    it counts as infinity. None when the problem has no target or no ok cell."""
+    metric, value = target.target_metric, target.target_value
+    if metric is None:
         return None
     steps, secs = [], []
-    for _, cell in cells[cells["status"] == "ok"].groupby("cell_id"):
+    for _, cell in cells[cells["status"] == "ok"].groupby(schema.CELL_KEY, sort=False):
         hit = cell[cell[metric] >= value] if metric == "test_acc" else cell[cell[metric] <= value]
         steps.append(float(hit["step"].min()) if len(hit) else math.inf)
         secs.append(float(hit["time_s"].min()) if len(hit) else math.inf)
@@ -90,26 +84,27 @@ def to_target(cells: pd.DataFrame, problem: str) -> tuple[float, float] | None:
     return float(np.median(steps)), float(np.median(secs))
 
 
-def _to_target(cells: pd.DataFrame, problem: str) -> tuple[str, str]:
+def _to_target(cells: pd.DataFrame, target: schema.ProblemFacts) -> tuple[str, str]:
     """``to_target`` as display strings ("not reached" for infinity, "–" for none)."""
-    reached = to_target(cells, problem)
+    reached = to_target(cells, target)
     if reached is None:
         return "–", "–"
     step, sec = reached
     return ("not reached", "not reached") if math.isinf(step) else (f"{step:.0f}", f"{sec:.3g}")
 
 
-def final_results(df: pd.DataFrame) -> pd.DataFrame:
-    last = finals(df)
+def final_results(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
+    """One row per problem × label × backend; ``cells`` counts its replicates (all runs)."""
+    last = final_rows(df)
     out = []
     for key, cells in df.groupby(KEY, sort=False):
         ends = last[(last[KEY] == pd.Series(key, index=KEY)).all(axis=1)]
         done = ends[ends["status"] == "ok"]
-        steps, secs = _to_target(cells, key[0])
+        steps, secs = _to_target(cells, facts.problems[key[0]])
         out.append(
             {
                 **dict(zip(KEY, key)),
-                "seeds": int(ends["seed"].nunique()),
+                "cells": len(ends),
                 "test acc %": mean_sd(done["test_acc"], ".1f", 100.0),
                 "test loss": mean_sd(done["test_loss"], ".3g"),
                 "non-zero": mean_sd(done["nonzero_frac"], ".3f"),
@@ -123,16 +118,16 @@ def final_results(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def targets(df: pd.DataFrame) -> pd.DataFrame:
+def targets(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
+    """Each problem's target, as the runs recorded it."""
     names = list(dict.fromkeys(df["problem"]))
-    return pd.DataFrame({"problem": names, "target": [target_of(n)[2] for n in names]})
+    return pd.DataFrame({"problem": names, "target": [facts.problems[n].target_text for n in names]})
 
 
 def speed(df: pd.DataFrame, base: str = "torch") -> pd.DataFrame:
     """Median ms/step over the finished cells of each problem × label × backend, and the
     speed-up over PyTorch eager, ``ms(torch) / ms(backend)`` (above 1: faster)."""
-    last = finals(df)
-    done = last[last["status"].isin(("ok", "diverged"))]
+    done = trained_finals(df)
     med = done.groupby(KEY, sort=False)["ms_per_step"].median()
     rows = []
     for (problem, label, backend), ms in med.items():

@@ -1,31 +1,16 @@
-"""msabench suites: problems, grids, the runner and its CLI, the results schema.
+"""msabench suites: problems, grids, the runner and its CLI.
 
 ``python -m suites`` (or the ``msabench`` console script) is the command line; see
 ``suites/__main__.py``. This package's import is kept cheap (no framework imports): the
 CLI answers bad input without loading torch or JAX.
 
-The helpers below give every msabench command the same error contract: bad input prints
-one line ``msabench: error: ...`` on stderr and exits with status 2.
+Every msabench command shares one error contract (``msaresults.cli``, re-exported here):
+bad input prints one line ``msabench: error: ...`` on stderr and exits with status 2. The
+results schema is ``msaresults.schema`` (``suites.schema`` is the same module).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import NoReturn
+from msaresults.cli import PROG, Parser, fail
 
-PROG = "msabench"
-
-
-def fail(message: str, status: int = 2) -> NoReturn:
-    """Print ``msabench: error: <message>`` (one line) on stderr and exit."""
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(status)
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (argparse's own print the usage
-    first), so scripts can show the message as is."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(message)
+__all__ = ["PROG", "Parser", "fail"]

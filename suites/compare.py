@@ -6,25 +6,33 @@ suite on the same device (same ``device`` and ``device_name``); with no such run
 nothing to compare, which is not an error (``nox -s bench`` on a fresh machine).
 
 For every (problem, label, backend, dtype) present in both runs, over the cells that
-trained (``ok`` or ``diverged``), one value per seed:
+trained (``ok`` or ``diverged``; a cell's result is its ``schema.final_rows`` row), one
+value per seed:
 
 | metric | per-seed value | regressed when |
 |---|---|---|
-| ms/step | the cell's median timed block | the median rises by more than ``--speed-threshold`` (relative, default 10%) *and* by more than the seeds' spread |
+| ms/step | the cell's median timed block | the median rises by more than ``--speed-threshold`` (relative, default 10%) *and* by more than the noise |
 | compile s | the first step | same rule |
 | peak RSS MiB | the cell's peak host memory | same rule |
 | test acc | final test accuracy | the mean falls by more than ``--accuracy-threshold`` (absolute, default 1 point) |
 | non-zero | final non-zero fraction | the mean rises by more than ``--nonzero-threshold`` (absolute, default 0.02) |
-| test loss | final test loss (problems without accuracy) | the median rises by more than the speed threshold (relative) and the spread |
+| test loss | final test loss (problems without accuracy) | the median rises by more than the speed threshold (relative) and the noise |
 
-The seeds' spread is the larger of the two runs' ranges (max - min over seeds): a change
-inside it is seed noise and counts as ``unchanged``. The mirror-image changes count as
-``improved``. A row is ``regressed`` if any metric regressed, else ``improved`` if any
+The noise of a relatively judged metric is the largest spread either run shows: the
+seeds' range (max - min over seeds, from 2 seeds on) and, for ms/step, also the timing
+spread inside a cell: each cell's ms/step over each interval between evaluation points
+(``time_s`` and ``step`` of consecutive rows), its range (from 2 intervals on), the median
+over the configuration's cells. A change inside the noise is ``unchanged``. With no noise
+estimate (one seed and one timed interval per cell in both runs) the metric is ``not
+judged``: speed is never called a regression without one. The mirror-image changes count
+as ``improved``. A row is ``regressed`` if any metric regressed, else ``improved`` if any
 improved, else ``unchanged``; a configuration whose cells stopped training (now all
 ``error`` or ``skipped``) is ``regressed`` too.
 
-Runs from different devices, or files of different schema versions, are refused with one
-line: their numbers do not compare.
+Refused with one line (exit status 2), since their numbers do not compare or there is
+nothing to judge: runs of different suites, budgets (``options``: ``steps``, ``epochs``,
+``steps_scale``), devices or schema versions; a run without rows; runs without a
+configuration in common; unreadable metadata.
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from suites import schema
+from msaresults import schema
+from msaresults.cli import fail
 
 KEY = ["problem", "label", "backend", "dtype"]
-REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
+REGRESSED, IMPROVED, UNCHANGED, NOT_JUDGED = "regressed", "improved", "unchanged", "not judged"
+#: the options that set a run's budget: runs that differ in one do not compare
+BUDGET_OPTIONS = ("steps", "epochs", "steps_scale")
 
 
 class CompareError(Exception):
@@ -66,11 +78,17 @@ def _raw_metadata(path: Path) -> dict[str, Any]:
     """The file's msabench metadata without the version check (to name both versions)."""
     try:
         meta = pq.read_schema(path).metadata or {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise CompareError(f"not a results file: {path} ({schema.one_line(e)})") from None
     if schema.METADATA_KEY not in meta:
         raise CompareError(f"not an msabench results file: {path}")
-    return json.loads(meta[schema.METADATA_KEY])
+    try:
+        doc = json.loads(meta[schema.METADATA_KEY])
+    except ValueError as e:
+        raise CompareError(f"{path}: msabench metadata is not valid JSON ({schema.one_line(e)})") from None
+    if not isinstance(doc, dict):
+        raise CompareError(f"{path}: msabench metadata is not a JSON object")
+    return doc
 
 
 def resolve(ref: str, results_dir: Path, suite: str) -> Path:
@@ -108,21 +126,40 @@ def _device(meta: dict[str, Any]) -> tuple[str, str]:
     return str(meta.get("device")), str(meta.get("device_name"))
 
 
-def load_pair(base: Path, new: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    mb, mn = _raw_metadata(base), _raw_metadata(new)
+def _budget(meta: dict[str, Any]) -> dict[str, Any]:
+    options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
+    return {k: options.get(k) for k in BUDGET_OPTIONS}
+
+
+def _refuse_incomparable(mb: dict[str, Any], mn: dict[str, Any], base: Path, new: Path) -> None:
+    """``CompareError`` when the two runs' metadata say their numbers do not compare."""
     vb, vn = mb.get("schema_version"), mn.get("schema_version")
     if vb != vn:
         raise CompareError(f"cannot compare schema version {vb} ({base}) with schema version {vn} ({new})")
+    if mb.get("suite") != mn.get("suite"):
+        raise CompareError(f"cannot compare runs of different suites: {mb.get('suite')!r} vs {mn.get('suite')!r}")
+    if _budget(mb) != _budget(mn):
+        raise CompareError(f"cannot compare runs of different budgets: {_budget(mb)} vs {_budget(mn)}")
     if _device(mb) != _device(mn):
         raise CompareError(
             "cannot compare runs from different devices: "
             f"{'/'.join(_device(mb))} ({base.name}) vs {'/'.join(_device(mn))} ({new.name})"
         )
+
+
+def load_pair(base: Path, new: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """Both runs' rows and metadata; ``CompareError`` (one line) when they do not compare
+    or either has no rows."""
+    mb, mn = _raw_metadata(base), _raw_metadata(new)
+    _refuse_incomparable(mb, mn, base, new)
     try:
         db, _ = schema.read_results(base)
         dn, _ = schema.read_results(new)
     except schema.ResultsError as e:
         raise CompareError(str(e)) from None
+    for path, df in ((base, db), (new, dn)):
+        if df.empty:
+            raise CompareError(f"run has no rows: {path}")
     return db, dn, mb, mn
 
 
@@ -131,29 +168,57 @@ def load_pair(base: Path, new: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, 
 # ---------------------------------------------------------------------------------------
 
 
-def _per_seed(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained cell: its final metrics."""
-    last = df.groupby("cell_id", sort=False).tail(1)
-    return last[last["status"].isin(("ok", "diverged"))]
-
-
 def _values(cells: pd.DataFrame, column: str) -> np.ndarray:
     a = pd.to_numeric(cells[column], errors="coerce").to_numpy(dtype=np.float64)
     return a[np.isfinite(a)]
 
 
-def _spread(a: np.ndarray, b: np.ndarray) -> float:
-    return max(float(np.ptp(a)) if a.size else 0.0, float(np.ptp(b)) if b.size else 0.0)
+def _seed_range(a: np.ndarray) -> float | None:
+    """max - min over seeds; None with fewer than 2 seeds (no spread to measure)."""
+    return float(np.ptp(a)) if a.size >= 2 else None
 
 
-def relative(base: np.ndarray, new: np.ndarray, threshold: float) -> tuple[str, str]:
-    """Verdict and text of a lower-is-better metric judged relatively, noise-aware."""
+def interval_ms(cell: pd.DataFrame) -> np.ndarray:
+    """A cell's ms per step over each interval between consecutive ``ok`` rows: ``time_s``
+    counts timed steps, which exclude the first step (``compile_s``), so a row at step s
+    has timed max(s - 1, 0) steps."""
+    rows = cell[cell["status"] == "ok"].sort_values("step")
+    timed = np.maximum(rows["step"].to_numpy(dtype=np.float64) - 1, 0)
+    seconds = pd.to_numeric(rows["time_s"], errors="coerce").to_numpy(dtype=np.float64)
+    dn, dt = np.diff(timed), np.diff(seconds)
+    ok = (dn > 0) & np.isfinite(dt)
+    return 1000.0 * dt[ok] / dn[ok]
+
+
+def within_cell_spread(rows: pd.DataFrame, cells: pd.DataFrame) -> float | None:
+    """Median over ``cells`` (final rows) of the range of each cell's ``interval_ms``;
+    None when no cell has 2 intervals."""
+    keyed = rows.set_index(schema.CELL_KEY).sort_index()
+    spreads = []
+    for key in cells[schema.CELL_KEY].itertuples(index=False, name=None):
+        rates = interval_ms(keyed.loc[[key]])
+        if rates.size >= 2:
+            spreads.append(float(np.ptp(rates)))
+    return float(np.median(spreads)) if spreads else None
+
+
+def noise(*estimates: float | None) -> float | None:
+    """The largest of the available noise estimates; None when there is none."""
+    known = [e for e in estimates if e is not None]
+    return max(known) if known else None
+
+
+def relative(base: np.ndarray, new: np.ndarray, threshold: float, spread: float | None) -> tuple[str, str]:
+    """Verdict and text of a lower-is-better metric judged relatively, beyond ``spread``
+    (the noise); ``not judged`` when there is no noise estimate."""
     if not base.size or not new.size:
         return UNCHANGED, "–"
     b, n = float(np.median(base)), float(np.median(new))
     change = (n - b) / b if b else math.inf if n > b else 0.0
     text = f"{b:.3g} → {n:.3g} ({change:+.0%})"
-    beyond_noise = abs(n - b) > _spread(base, new)
+    if spread is None:
+        return NOT_JUDGED, text + " not judged: no noise estimate"
+    beyond_noise = abs(n - b) > spread
     if change > threshold and beyond_noise:
         return REGRESSED, text
     if change < -threshold and beyond_noise:
@@ -179,22 +244,33 @@ def _select(cells: pd.DataFrame, key: tuple) -> pd.DataFrame:
     return cells[(cells[KEY] == pd.Series(key, index=KEY)).all(axis=1)]
 
 
+def _judge_relative(b: pd.DataFrame, n: pd.DataFrame, column: str, threshold: float, spread_inside=None):
+    """``relative`` on ``column`` with the noise of both runs: the seeds' ranges and, when
+    given, the within-cell spreads (ms/step)."""
+    vb, vn = _values(b, column), _values(n, column)
+    spread = noise(_seed_range(vb), _seed_range(vn), *(spread_inside or ()))
+    return relative(vb, vn, threshold, spread)
+
+
 def compare(base: pd.DataFrame, new: pd.DataFrame, t: Thresholds = Thresholds()) -> pd.DataFrame:
     """One row per configuration in both runs: each metric as ``base → new (change)`` and
-    the verdict (module docstring)."""
+    the verdict (module docstring). ``CompareError`` when no configuration is in both."""
     rows = []
-    base_cells, new_cells = _per_seed(base), _per_seed(new)
+    base_cells, new_cells = schema.trained_finals(base), schema.trained_finals(new)
     in_base = set(map(tuple, base[KEY].to_numpy()))
     keys = [k for k in dict.fromkeys(map(tuple, new[KEY].to_numpy())) if k in in_base]
+    if not keys:
+        raise CompareError("no configuration (problem, label, backend, dtype) is in both runs")
     for key in keys:
         b, n = (_select(cells, key) for cells in (base_cells, new_cells))
-        judged: dict[str, tuple[str, str]] = {}
-        for column, name in (("ms_per_step", "ms/step"), ("compile_s", "compile s"), ("peak_rss_mib", "peak RSS MiB")):
-            judged[name] = relative(_values(b, column), _values(n, column), t.speed)
+        inside = (within_cell_spread(base, b), within_cell_spread(new, n))
+        judged: dict[str, tuple[str, str]] = {"ms/step": _judge_relative(b, n, "ms_per_step", t.speed, inside)}
+        judged["compile s"] = _judge_relative(b, n, "compile_s", t.speed)
+        judged["peak RSS MiB"] = _judge_relative(b, n, "peak_rss_mib", t.speed)
         judged["test acc %"] = absolute(_values(b, "test_acc"), _values(n, "test_acc"), t.accuracy, True, 100.0)
         judged["non-zero"] = absolute(_values(b, "nonzero_frac"), _values(n, "nonzero_frac"), t.nonzero, False)
         if not _values(n, "test_acc").size:
-            judged["test loss"] = relative(_values(b, "test_loss"), _values(n, "test_loss"), t.speed)
+            judged["test loss"] = _judge_relative(b, n, "test_loss", t.speed)
         verdicts = [v for v, _ in judged.values()]
         stopped = len(b) > 0 and len(n) == 0
         verdict = REGRESSED if stopped or REGRESSED in verdicts else IMPROVED if IMPROVED in verdicts else UNCHANGED
@@ -205,6 +281,7 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, t: Thresholds = Thresholds())
                 **{name: text for name, (_, text) in judged.items()},
                 "verdict": verdict,
                 "what": ", ".join(worse),
+                "not judged": ", ".join(name for name, (v, _) in judged.items() if v == NOT_JUDGED) or None,
             }
         )
     return pd.DataFrame(rows)
@@ -212,8 +289,6 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, t: Thresholds = Thresholds())
 
 def render(table: pd.DataFrame, base: Path, new: Path) -> str:
     lines = [f"base: {base}", f"new:  {new}", ""]
-    if table.empty:
-        return "\n".join(lines + ["no configuration is in both runs"]) + "\n"
     for problem, rows in table.groupby("problem", sort=False):
         shown = rows.drop(columns=["problem"]).dropna(axis=1, how="all").fillna("–")
         lines += [f"== {problem}", shown.to_string(index=False), ""]
@@ -242,8 +317,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from suites import fail
-
     if len(args.runs) not in (0, 2):
         fail("give two runs (BASE NEW) or none")
     try:
@@ -256,9 +329,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                 return 0
             base, new = pair
         b, n, _, _ = load_pair(base, new)
+        thresholds = Thresholds(args.speed_threshold, args.accuracy_threshold, args.nonzero_threshold)
+        table = compare(b, n, thresholds)
     except CompareError as e:
         fail(str(e))
-    thresholds = Thresholds(args.speed_threshold, args.accuracy_threshold, args.nonzero_threshold)
-    table = compare(b, n, thresholds)
     print(render(table, base, new), end="")
     return 1 if args.fail_on_regression and (table["verdict"] == REGRESSED).any() else 0

@@ -320,7 +320,7 @@ def _cpu_name() -> str:
 def environment(device: str, problem_names: Iterable[str], per_cell_threads: int | None = None) -> dict[str, Any]:
     """Provenance for the run file's metadata: time, git, versions, device, threads (the
     CPU count, this process's torch threads, and the intra-op threads each cell ran with)
-    and the problems' initialisation choices."""
+    and the problems' facts (``schema.ProblemFacts``: init, weights, target, ...)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in (*_VERSIONED, "msabench"):
         try:
@@ -337,10 +337,8 @@ def environment(device: str, problem_names: Iterable[str], per_cell_threads: int
             device_name = torch.cuda.get_device_name()
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain")
-    used = {}
-    for name in sorted(set(problem_names)):
-        p = problems.get_problem(name)
-        used[name] = {"init": p.init, "loss": p.loss, "weights": p.weights, "batch_size": p.batch_size}
+    # what the run's report reads instead of the registry (schema.ProblemFacts)
+    used = {name: schema.ProblemFacts.of(problems.get_problem(name)).to_json() for name in sorted(set(problem_names))}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_sha": sha.strip() if sha else None,
@@ -959,6 +957,7 @@ def write_run_file(run: Run, cells: list[Cell], doc: dict[str, Any]) -> Path:
         "resumed": doc.get("resumed", []),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "cells": len(cells),
+        "labels": schema.label_algorithms((c.label, c.algorithm) for c in cells),
     }
     return _write_parquet(df, run.run_file, meta)
 

@@ -23,17 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from suites import schema
+from suites import problems, schema
 
 SEEDS = (0, 1)
 BACKENDS = ("torch", "jax")
 STEPS = (0, 10, 20, 40, 80, 100)
 
 
+RUN_ID = "20260101T000000Z-test"
+
+
 def _cell(problem, label, algorithm, backend, seed, **fields):
     return {
         "suite": "synthetic",
-        "run_id": "20260101T000000Z-test",
+        "run_id": RUN_ID,
         "cell_id": f"{problem}.{label}.{backend}.float32.s{seed}",
         "problem": problem,
         "algorithm": algorithm,
@@ -78,7 +81,7 @@ def _curve(problem, label, algorithm, backend, seed, *, loss, ms, acc=None, nonz
     return rows
 
 
-def rows(hold: bool) -> list[dict]:
+def rows_of(hold: bool) -> list[dict]:
     out = []
     fast, slow = (lambda s: 0.5 ** (s / 5)), (lambda s: 0.5 ** (s / 20))  # slow still meets the targets by step 100
     for backend in BACKENDS:
@@ -162,7 +165,7 @@ def rows(hold: bool) -> list[dict]:
 
 METADATA = {
     "suite": "synthetic",
-    "run_id": "20260101T000000Z-test",
+    "run_id": RUN_ID,
     "git_sha": "0123456789abcdef",
     "git_dirty": True,
     "device": "cpu",
@@ -174,6 +177,28 @@ METADATA = {
 }
 
 
-def write(tmp_path: Path, hold: bool = True, drop_problem: str | None = None) -> Path:
-    df = schema.frame([r for r in rows(hold) if r["problem"] != drop_problem])
-    return schema.write_parquet(df, tmp_path / f"run-{hold}-{drop_problem}.parquet", METADATA)
+def problem_facts(names) -> dict[str, dict]:
+    """``metadata["problems"]`` for ``names``, from the registry, as the runner records it."""
+    return {n: schema.ProblemFacts.of(problems.get_problem(n)).to_json() for n in sorted(set(names))}
+
+
+def facts_of(names, labels: dict[str, str] | None = None) -> schema.RunFacts:
+    return schema.RunFacts.from_metadata({"problems": problem_facts(names), "labels": labels or {}})
+
+
+def run_metadata(rows: list[dict], **overrides) -> dict:
+    """``METADATA`` plus the run facts of ``rows`` as the runner records them: each
+    problem's facts and each label's algorithm."""
+    labels = schema.label_algorithms((r["label"], r["algorithm"]) for r in rows)
+    facts = problem_facts(r["problem"] for r in rows)
+    return {**METADATA, "problems": facts, "labels": labels, **overrides}
+
+
+def write(tmp_path: Path, hold: bool = True, drop_problem: str | None = None, run_id: str = RUN_ID, edit=None) -> Path:
+    """A synthetic run file; ``run_id`` renames the run, ``edit(row)`` changes rows in place
+    (a second run of the same suite)."""
+    rows = [{**r, "run_id": run_id} for r in rows_of(hold) if r["problem"] != drop_problem]
+    for r in rows if edit else ():
+        edit(r)
+    path = tmp_path / f"run-{run_id}-{hold}-{drop_problem}.parquet"
+    return schema.write_parquet(schema.frame(rows), path, run_metadata(rows, run_id=run_id))

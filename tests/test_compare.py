@@ -4,8 +4,10 @@ runs that do not compare refused."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -137,3 +139,77 @@ def test_runs_of_different_schema_versions_are_refused(tmp_path, capsys):
 
 def test_missing_run_is_one_line(tmp_path, capsys):
     assert "not found" in _fail_message(capsys, ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
+
+
+def _refused(tmp_path, capsys, base_meta: dict, new_meta: dict, new_configs=NEW) -> str:
+    base = _write(tmp_path, "m1", "m1", BASE, **base_meta)
+    new = _write(tmp_path, "m2", "m2", new_configs, **new_meta)
+    return _fail_message(capsys, ["compare", base, new, "--fail-on-regression"])
+
+
+def test_runs_of_different_suites_or_budgets_are_refused(tmp_path, capsys):
+    assert "different suites" in _refused(tmp_path, capsys, {}, {"suite": "other"})
+    budget = _refused(tmp_path, capsys, {"options": {"steps": 100}}, {"options": {"steps": 50}})
+    assert "different budgets" in budget
+
+
+def test_empty_run_or_nothing_in_common_fails(tmp_path, capsys):
+    empty = str(schema.write_parquet(schema.frame([]), tmp_path / "cmp" / "e.parquet", {**META, "run_id": "e"}))
+    base = _write(tmp_path, "f1", "f1", BASE)
+    assert "run has no rows" in _fail_message(capsys, ["compare", base, empty, "--fail-on-regression"])
+    other = _write(tmp_path, "f2", "f2", {"renamed": BASE["slowed"]})
+    assert "no configuration" in _fail_message(capsys, ["compare", base, other, "--fail-on-regression"])
+
+
+def test_bad_metadata_is_one_line(tmp_path, capsys):
+    base, new = _write(tmp_path, "j1", "j1", BASE), _write(tmp_path, "j2", "j2", NEW)
+    table = pq.read_table(new)
+    pq.write_table(table.replace_schema_metadata({schema.METADATA_KEY: b"{not json"}), new)
+    assert "not valid JSON" in _fail_message(capsys, ["compare", base, new])
+
+
+def _timed_cell(run_id: str, label: str, interval_ms: list[float]) -> list[dict]:
+    """One seed, evaluated at steps 0, 11, 21, ...: ``interval_ms[i]`` is the ms per step
+    of the i-th interval (the first holds 10 timed steps: step 1 is compile)."""
+    base = _rows(run_id, {label: {"ms": [statistics.median(interval_ms)]}})[0]
+    rows, seconds = [{**base, "step": 0, "time_s": 0.0}], 0.0
+    for i, ms in enumerate(interval_ms):
+        seconds += 10 * ms / 1000
+        rows.append({**base, "step": 11 + 10 * i, "time_s": seconds})
+    return rows
+
+
+def _one_seed_runs(tmp_path, base_ms: dict, new_ms: dict) -> pd.DataFrame:
+    paths = []
+    for name, configs in (("o1", base_ms), ("o2", new_ms)):
+        rows = [r for label, ms in configs.items() for r in _timed_cell(name, label, ms)]
+        path = schema.write_parquet(schema.frame(rows), tmp_path / "cmp" / f"{name}.parquet", {**META, "run_id": name})
+        paths.append(path)
+    b, n, _, _ = compare.load_pair(*paths)
+    return compare.compare(b, n).set_index("label")
+
+
+def test_one_seed_speed_is_judged_against_the_timing_spread_inside_cells(tmp_path):
+    """Two runs of one seed: a 12% slowdown inside the blocks' own 2 ms spread is noise
+    (before: "regressed" for any change past the threshold), a 50% one is not."""
+    table = _one_seed_runs(
+        tmp_path,
+        {"noisy": [9.0, 11.0, 10.0], "slowed": [10.0, 10.2, 10.1]},
+        {"noisy": [10.2, 12.3, 11.2], "slowed": [15.0, 15.3, 15.2]},
+    )
+    assert table.loc["noisy", "verdict"] == compare.UNCHANGED
+    assert table.loc["slowed", "verdict"] == compare.REGRESSED and "ms/step" in table.loc["slowed", "what"]
+
+
+def test_one_seed_without_a_noise_estimate_is_not_judged(tmp_path, capsys):
+    """One seed and one row per cell: no spread at all, so speed is "not judged" and
+    ``--fail-on-regression`` passes (before: two identical runs read "regressed")."""
+    one = {"slowed": {"ms": [10.0]}}
+    base = _write(tmp_path, "n1", "n1", one)
+    new = _write(tmp_path, "n2", "n2", {"slowed": {"ms": [13.0]}})
+    b, n, _, _ = compare.load_pair(Path(base), Path(new))
+    row = compare.compare(b, n).set_index("label").loc["slowed"]
+    assert row["verdict"] == compare.UNCHANGED and "ms/step" in row["not judged"]
+    assert "not judged" in row["ms/step"]
+    assert cli.main(["compare", base, new, "--fail-on-regression"]) == 0
+    capsys.readouterr()

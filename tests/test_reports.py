@@ -4,6 +4,7 @@ browser (headless Chromium)."""
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports import build, claims, figures, load
+from reports import __main__ as report_cli
+from reports import build, claims, figures, load, publish, tables
 from tests import report_tables
 
 pytest.importorskip("seaborn")
@@ -54,7 +56,7 @@ def test_every_image_reference_exists(report: Path):
 @pytest.mark.parametrize("hold", [True, False])
 def test_claim_verdicts_follow_the_data(tmp_path, hold: bool):
     runs = load.load_runs([report_tables.write(tmp_path, hold=hold)])
-    table = claims.evaluate(runs.df)
+    table = claims.evaluate(runs.df, runs.facts)
     assert set(table["backend"]) == set(report_tables.BACKENDS)
     assert {c.id for c in claims.CLAIMS} == set(table["id"])
     wanted = claims.HOLDS if hold else claims.FAILS
@@ -64,7 +66,7 @@ def test_claim_verdicts_follow_the_data(tmp_path, hold: bool):
 
 def test_claims_without_their_data_are_not_measured(tmp_path):
     runs = load.load_runs([report_tables.write(tmp_path, drop_problem="mnist5k-mlp-ternary")])
-    table = claims.evaluate(runs.df).set_index(["id", "backend"])
+    table = claims.evaluate(runs.df, runs.facts).set_index(["id", "backend"])
     assert table.loc[("ternary-sparser-than-twn", "torch"), "verdict"] == claims.NOT_MEASURED
     assert table.loc[("binary-matches-bc", "torch"), "verdict"] == claims.HOLDS
 
@@ -119,7 +121,7 @@ def test_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):
 def _empty_run(d: Path) -> Path:
     from suites import schema
 
-    return schema.write_parquet(schema.frame([]), d / "empty.parquet", report_tables.METADATA)
+    return schema.write_parquet(schema.frame([]), d / "empty.parquet", report_tables.run_metadata([]))
 
 
 def _other_version(d: Path) -> Path:
@@ -181,18 +183,233 @@ def test_html_opens_in_headless_chromium(report: Path):
 def test_reference_overlay_says_which_problems_are_the_papers_setting(tmp_path):
     """The embedded MLP is a stand-in for the ICML MNIST run; the paper-scale problem
     (55,000 digits, 3×2048) is the same setting, and the overlay says which is which."""
-    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
+    runs = load.load_runs([report_tables.write(tmp_path, hold=True)])
+    df = runs.df
     paper = df[df["problem"] == "mnist5k-mlp-binary"].assign(problem="mnist-mlp-binary")
+    facts = runs.facts.merge(report_tables.facts_of(["mnist-mlp-binary"]))
     (tmp_path / "figures").mkdir()
-    _, matches = figures.reference_overlay(pd.concat([df, paper]), tmp_path / "figures")
+    _, matches = figures.reference_overlay(pd.concat([df, paper]), facts, tmp_path / "figures")
     assert "mnist5k-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (stand-in)" in matches
     assert "mnist-mlp-binary ↔ li_hao_2018/mnist_fc_binary_per_epoch (same setting)" in matches
 
 
 def test_wall_clock_claim_is_not_judged_when_nobody_reaches_the_target(tmp_path):
     """An E-MSA that never reaches the target cannot lose a race nobody finished."""
-    df = load.load_runs([report_tables.write(tmp_path, hold=True)]).df
-    cnn = df[df["problem"] == "mnist5k-rescnn"].assign(test_acc=0.1)
-    verdict = claims.emsa_not_competitive_in_wall_clock(cnn, "torch")
+    runs = load.load_runs([report_tables.write(tmp_path, hold=True)])
+    cnn = runs.df[runs.df["problem"] == "mnist5k-rescnn"].assign(test_acc=0.1)
+    verdict = claims.emsa_not_competitive_in_wall_clock(claims.Data(cnn, runs.facts), "torch")
     assert verdict.verdict == claims.NOT_MEASURED
     assert "mnist5k-rescnn: no configuration reached the target" in verdict.numbers
+
+
+# ---------------------------------------------------------------------------------------
+# two runs of one suite; the run's own facts; the destination; bad input through the CLI
+# ---------------------------------------------------------------------------------------
+
+
+def _second_run(row: dict) -> None:
+    """A rerun of the synthetic suite on a machine half as fast, where binary MSA ends
+    1.5 points lower: alone it misses BC's accuracy by more than the 1-point tolerance."""
+    if row["label"] == "dmsa-binary":
+        row["test_acc"] = 0.935
+    if "time_s" in row:
+        row["time_s"] *= 2
+
+
+def _seconds_to_target(runs: load.Runs, problem: str, label: str) -> float:
+    table = tables.final_results(runs.df, runs.facts).set_index(["problem", "label", "backend"])
+    return float(table.loc[(problem, label, "torch"), "s to target"])
+
+
+def test_two_runs_of_one_suite_count_as_replicates_in_claims_and_tables(tmp_path):
+    """The documented ``reports build RUN1 RUN2``: every cell of both runs is a replicate,
+    in the claims and in the tables alike (not the second run's cells for one, and the
+    best of both for the other)."""
+    first = report_tables.write(tmp_path)
+    second = report_tables.write(tmp_path, run_id="20260102T000000Z-again", edit=_second_run)
+    both = load.load_runs([first, second])
+    table = claims.evaluate(both.df, both.facts).set_index(["id", "backend"])
+    # mean over the 2 + 2 cells: (0.95 + 0.935) / 2 = 94.25%, within 1 point of BC's 95%
+    binary = table.loc[("binary-matches-bc", "torch")]
+    assert binary["verdict"] == claims.HOLDS and "binary MSA 94.2% vs BC 95.0%" in binary["numbers"]
+    second_only = load.load_runs([second])
+    alone = claims.evaluate(second_only.df, second_only.facts).set_index(["id", "backend"])
+    assert alone.loc[("binary-matches-bc", "torch"), "verdict"] == claims.FAILS
+    # seconds to target: the median of two cells at t and two at 2t, i.e. 1.5 t
+    fast = _seconds_to_target(load.load_runs([first]), "mnist5k-rescnn", "sgd")
+    slow = _seconds_to_target(load.load_runs([second]), "mnist5k-rescnn", "sgd")
+    assert slow == pytest.approx(2 * fast, rel=1e-2)  # 3 significant digits shown
+    assert _seconds_to_target(both, "mnist5k-rescnn", "sgd") == pytest.approx(1.5 * fast, rel=1e-2)
+    cells = tables.final_results(both.df, both.facts)
+    assert set(cells.loc[cells["status"] != "1 skipped", "cells"]) <= {2, 4}
+    assert (cells.loc[cells["label"] == "sgd", "cells"] == 4).all()
+
+
+def test_reports_never_import_the_problem_registry():
+    """The results format is the contract: reports (and msaresults) import nothing of
+    ``suites``, so there is no suites ⇄ reports cycle and an old run reports as recorded."""
+    code = (
+        "import sys, msaresults.schema, reports.__main__, reports.build, reports.summary\n"
+        "bad = sorted(m for m in sys.modules if m == 'suites' or m.startswith('suites.'))\n"
+        "assert not bad, bad\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_report_reads_the_target_the_run_recorded(tmp_path):
+    """A target changed in the registry since the run does not change its report."""
+    path = report_tables.write(tmp_path)
+    meta = _meta_of(path)
+    meta["problems"]["mnist5k-rescnn"]["target_value"] = 0.5  # what the run knew
+    _rewrite_meta(path, meta)
+    runs = load.load_runs([path])
+    targets = tables.targets(runs.df, runs.facts).set_index("problem")["target"]
+    assert targets["mnist5k-rescnn"] == "test accuracy ≥ 50%"
+
+
+def _meta_of(path: Path) -> dict:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from suites import schema
+
+    return json.loads(pq.read_schema(path).metadata[schema.METADATA_KEY])
+
+
+def _rewrite_meta(path: Path, meta: dict) -> Path:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from suites import schema
+
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({schema.METADATA_KEY: json.dumps(meta).encode()}), path)
+    return path
+
+
+def _without_facts(d: Path) -> Path:
+    path = report_tables.write(d)
+    meta = _meta_of(path)
+    del meta["problems"]
+    return _rewrite_meta(path, meta)
+
+
+def _unknown_problem(d: Path) -> Path:
+    path = report_tables.write(d)
+    meta = _meta_of(path)
+    del meta["problems"]["sine-resnet-zero"]  # e.g. a problem since renamed
+    return _rewrite_meta(path, meta)
+
+
+def _wrong_column_type(d: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = report_tables.write(d)
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("ms_per_step")
+    text = pa.array([str(v) for v in table.column("ms_per_step").to_pylist()])
+    pq.write_table(table.set_column(i, "ms_per_step", text), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_without_facts, "metadata has no problems"),
+        (_unknown_problem, "rows name problem 'sine-resnet-zero', which the metadata does not describe"),
+        (_wrong_column_type, "column ms_per_step has type string, expected double"),
+    ],
+    ids=["no-run-facts", "unknown-problem", "wrong-column-type"],
+)
+def test_bad_run_file_is_one_line_through_the_cli(tmp_path, make, message):
+    out = tmp_path / "out"
+    proc = _python_m("build", str(make(tmp_path)), "--out", str(out), cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.building-*"))
+
+
+def _refuse(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        report_cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_out_file_is_refused_before_building(tmp_path, capsys, monkeypatch):
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("built before checking the destination")
+
+    monkeypatch.setattr(build, "build", must_not_build)
+    target = tmp_path / "report.html"
+    target.write_text("mine")
+    assert "is a file, not a folder" in _refuse(
+        capsys, ["build", str(report_tables.write(tmp_path)), "--out", str(target)]
+    )
+    assert target.read_text() == "mine"
+
+
+def test_a_folder_with_report_files_we_did_not_write_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.md").write_text("someone's notes")
+    message = _refuse(capsys, ["build", str(report_tables.write(tmp_path)), "--out", str(out)])
+    assert "index.md was not written by an msabench report" in message
+    assert (out / "index.md").read_text() == "someone's notes" and sorted(p.name for p in out.iterdir()) == ["index.md"]
+
+
+def test_rebuild_replaces_only_what_the_report_wrote(tmp_path, monkeypatch):
+    """Other files in the folder, and in figures/, survive a rebuild untouched; a figure
+    the previous report wrote and this one does not is deleted."""
+    runs = load.load_runs([report_tables.write(tmp_path)])
+    out = tmp_path / "out"
+    build.build(runs, out)
+    (out / "summary.md").write_text("the summary")
+    (out / "figures" / "mine.png").write_bytes(b"a figure of mine")
+    assert (out / "figures" / "reference.png").exists()
+    monkeypatch.setattr(build.figures, "reference_overlay", lambda *a: None)  # this build draws no overlay
+    build.build(runs, out)
+    assert (out / "summary.md").read_text() == "the summary"
+    assert (out / "figures" / "mine.png").read_bytes() == b"a figure of mine"
+    assert not (out / "figures" / "reference.png").exists()
+    assert (out / "index.html").exists() and (out / publish.MANIFEST).exists()
+
+
+def test_full_disk_while_writing_is_one_line_and_keeps_the_previous_report(tmp_path, capsys, monkeypatch):
+    path = report_tables.write(tmp_path)
+    out = tmp_path / "out"
+    build.build(load.load_runs([path]), out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(build.figures, "speed", full_disk)
+    message = _refuse(capsys, ["build", str(path), "--out", str(out)])
+    assert "cannot write the report" in message and "No space left on device" in message
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".out.building-*"))
+
+
+def test_time_axes_have_no_negative_ticks(tmp_path):
+    """Timed seconds are never negative: the symlog axis starts at 0, so no -10^k tick."""
+    df = load.load_runs([report_tables.write(tmp_path)]).df
+    fig = figures.curves_figure(df, "train_loss", "seconds", "training loss (log)", True)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        if not ax.get_visible() or ax.get_xscale() != "symlog":
+            continue
+        lo, hi = ax.get_xlim()
+        shown = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+        assert shown and not [
+            t for t in shown if t.lstrip("$").startswith(("−", "-", "\\mathdefault{−", "\\mathdefault{-"))
+        ], shown
+        assert lo >= 0
+    figures.plt.close(fig)

@@ -146,3 +146,26 @@ def test_validate_reason_consistency():
         schema.validate(df.assign(status="ok", reason="x"))
     with pytest.raises(schema.ResultsError, match="missing columns"):
         schema.write_parquet(df.drop(columns=["seed"]), "/nonexistent/x.parquet", {})
+
+
+def test_a_run_file_records_the_facts_its_report_reads(tiny, fake_backend, capsys, tmp_path, monkeypatch):
+    """The runner records each problem's facts and each label's algorithm; ``read_run``
+    reads them back as the registry had them when the run was made."""
+    from suites import __main__ as cli
+    from suites import problems, runner
+
+    monkeypatch.setattr(runner, "set_threads", lambda n: None)  # keep this process's torch as it is
+    assert cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--jobs", "1"]) == 0
+    path = capsys.readouterr().out.splitlines()[-1]
+    _, _, facts = schema.read_run(path)
+    assert facts.problems == {"sine-resnet": schema.ProblemFacts.of(problems.get_problem("sine-resnet"))}
+    assert facts.problems["sine-resnet"].target_metric == "test_loss"
+    assert facts.labels == {"sgd": "sgd", "adagrad": "adagrad", "adam": "adam"}
+
+
+def test_wrong_column_type_is_refused(tmp_path):
+    path = schema.write_parquet(_rows(), tmp_path / "t.parquet", {})
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("seed")
+    pq.write_table(table.set_column(i, "seed", pa.array(["0"] * table.num_rows)), path)
+    _expect(path, "column seed has type string, expected int64")
