@@ -72,13 +72,12 @@ def test_alpha_decays_only_at_epoch_ends():
 
 def _ops():
     """``(name, dmsa_update on float32 NumPy in -> NumPy M̄' out)`` for every op available."""
-    out = [("reference", None), ("jax", None), ("torch", None)]
     torch = pytest.importorskip("torch")
+    import jax.numpy as jnp
+
     from implementations.jax import ops as jax_ops
     from implementations.reference import dmsa as ref_dmsa
     from implementations.torch import ops as torch_ops
-
-    import jax.numpy as jnp
 
     def ref(m_bar, m, w, **kw):
         return np.asarray(ref_dmsa.dmsa_update(jnp.asarray(m_bar), jnp.asarray(m), jnp.asarray(w), **kw)[0])
@@ -89,8 +88,7 @@ def _ops():
     def tc(m_bar, m, w, **kw):
         return torch_ops.dmsa_update(*(torch.as_tensor(a) for a in (m_bar, m, w)), **kw)[0].numpy()
 
-    out = [("reference", ref), ("jax", jx), ("torch", tc)]
-    return out
+    return [("reference", ref), ("jax", jx), ("torch", tc)]
 
 
 @pytest.mark.parametrize("numerics", spec.DMSA_NUMERICS)

@@ -1,9 +1,10 @@
 """The discrete-weight rules, by hand and by brute force (ALGORITHMS.md §3, §4).
 
 Every test runs on each implementation of ``dmsa_update(m_bar, m, w, *, alpha,
-one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX arrays) and the torch
-backend's ``implementations.torch.ops`` (torch tensors, float64), which is skipped with
-a reason while it cannot be imported.
+one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX
+arrays), the torch backend's ``implementations.torch.ops`` (float64 tensors) and the jax
+backend's ``implementations.jax.ops`` (float64 arrays, the op its compiled step traces).
+The Triton op is held to the torch op on the same rules in ``tests/test_triton_ops.py``.
 
 Hand-worked cases use α = 0, so that M̄' = 0·M̄ + 1·M = M exactly, and numbers that are
 exact in binary floating point (sums of a few powers of two, λ = 0 or 2^-20): every
@@ -60,10 +61,7 @@ class Torch:
 
     def __init__(self):
         torch = pytest.importorskip("torch")
-        try:
-            self.ops = importlib.import_module("implementations.torch.ops")
-        except ImportError as e:  # the backend is being written
-            pytest.skip(f"implementations.torch.ops cannot be imported yet: {e}")
+        self.ops = importlib.import_module("implementations.torch.ops")
         self.torch = torch
 
     def _t(self, a):
@@ -85,9 +83,42 @@ class Torch:
         return self.ops.ste_quantize(self._t(w), kind, None if u is None else self._t(u)).numpy()
 
 
-@pytest.fixture(params=["reference", "torch"])
+class Jax:
+    """The jax backend's compiled-step op (``implementations.jax.ops``), float64 arrays."""
+
+    name = "jax"
+
+    def __init__(self):
+        import jax.numpy as jnp
+
+        from implementations.jax import ops
+
+        self.ops, self.jnp = ops, jnp
+
+    def _a(self, a):
+        return self.jnp.asarray(np.asarray(a, dtype=np.float64))
+
+    def dmsa_update(self, m_bar, m, w, **kw):
+        mb, wn, f = self.ops.dmsa_update(self._a(m_bar), self._a(m), self._a(w), **kw)
+        assert mb.dtype == wn.dtype == self.jnp.float64
+        return np.asarray(mb), np.asarray(wn), int(f)
+
+    def sgn(self, x):
+        return np.asarray(self.ops.sgn(self._a(x)))
+
+    def quantize_init(self, w, levels):
+        return np.asarray(self.ops.quantize_init(self._a(w), levels))
+
+    def ste_quantize(self, w, kind, u=None):
+        return np.asarray(self.ops.ste_quantize(self._a(w), kind, None if u is None else self._a(u)))
+
+
+IMPLEMENTATIONS = {"reference": Reference, "torch": Torch, "jax": Jax}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 def impl(request):
-    return Reference() if request.param == "reference" else Torch()
+    return IMPLEMENTATIONS[request.param]()
 
 
 def run(impl, m, w, *, levels, rho, lam=0.0, alpha=0.0, m_bar=None):
