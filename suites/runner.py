@@ -128,8 +128,7 @@ class Cell:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cell:
-        by_id = {c.__name__.lower(): c for c in spec.HYPERPARAMETERS}
-        hp_cls = by_id.get(d["hp"]["algorithm"])
+        hp_cls = spec.BY_ID.get(d["hp"]["algorithm"])
         if hp_cls is None:
             raise RunError(f"run.json names an unknown algorithm {d['hp']['algorithm']!r}")
         return cls(**{**d, "hp": hp_cls(**d["hp"]["fields"])})
@@ -815,7 +814,7 @@ def set_threads(threads: int) -> None:
         # XLA reads its flags when its CPU client starts (the first jax computation), so
         # this holds in a fresh worker; its thread pool cannot be sized, only made serial
         flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     if importlib.util.find_spec("torch") is not None:
         import torch
 

@@ -2,14 +2,18 @@
 
 Every test runs on each implementation of ``dmsa_update(m_bar, m, w, *, alpha,
 one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX
-arrays), the torch backend's ``implementations.torch.ops`` (float64 tensors) and the jax
-backend's ``implementations.jax.ops`` (float64 arrays, the op its compiled step traces).
-The Triton op is held to the torch op on the same rules in ``tests/test_triton_ops.py``.
+arrays), the torch backend's ``implementations.torch.ops`` (float64 tensors), the jax
+backend's ``implementations.jax.ops`` (float64 arrays, the op its compiled step traces)
+and the triton backend's kernel (float64, through Triton's interpreter when no GPU is
+visible; it has only ``dmsa_update``, so the quantizer tests skip it). The CUDA kernel
+runs on a GPU only: ``tests/test_gpu_kernels.py`` holds it to torch's op there.
 
-Hand-worked cases use α = 0, so that M̄' = 0·M̄ + 1·M = M exactly, and numbers that are
-exact in binary floating point (sums of a few powers of two, λ = 0 or 2^-20): every
-threshold comparison is then decided in exact arithmetic, so ties *at* a threshold are
-real ties and the expected outputs are exact (``np.array_equal``).
+Hand-worked cases run at α = 0 (M̄ = 0, so M̄' = M) and at a production-like α = 1 - 2⁻¹⁰
+with M̄ = M, so that M̄' = αM + 2⁻¹⁰M = M exactly in either formula (α has 10 significant
+bits, so both products are exact and their sum is M). The numbers are exact in binary
+floating point (sums of a few powers of two, λ = 0 or 2^-20): every threshold comparison
+is then decided in exact arithmetic, so ties *at* a threshold are real ties and the
+expected outputs are exact (``np.array_equal``).
 
 A note on the spec. ALGORITHMS.md §3.4 calls the binary rule "argmax_w [M̄ w - (ρ_k/4)
 (w - w_k)²]"; that objective flips a wrong-signed entry when |M̄| > ρ_k/2, not ρ_k. The
@@ -23,6 +27,7 @@ thresholds.
 from __future__ import annotations
 
 import importlib
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +37,8 @@ from implementations.reference import dmsa as ref_dmsa
 from implementations.reference import ste as ref_ste
 
 LAM = 2.0**-20  # a representable λ, small against every M̄ in the hand cases
+#: the hand cases' α: zero, and one as close to 1 as the ICML schedule runs with 10 bits
+HAND_ALPHAS = (0.0, 1 - 2.0**-10)
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +120,34 @@ class Jax:
         return np.asarray(self.ops.ste_quantize(self._a(w), kind, None if u is None else self._a(u)))
 
 
-IMPLEMENTATIONS = {"reference": Reference, "torch": Torch, "jax": Jax}
+class Triton:
+    """The triton backend's fused ``dmsa_update`` kernel on float64 tensors (on the CPU
+    through Triton's interpreter). Its other rules are torch's ops."""
+
+    name = "triton"
+
+    def __init__(self):
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+        pytest.importorskip("triton")
+        self.ops = importlib.import_module("implementations.triton.ops")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.torch = torch
+
+    def dmsa_update(self, m_bar, m, w, **kw):
+        t = [self.torch.tensor(np.asarray(a, dtype=np.float64), device=self.device) for a in (m_bar, m, w)]
+        mb, wn, f = self.ops.dmsa_update(*t, **kw)
+        assert f.ndim == 0 and mb.dtype == wn.dtype == self.torch.float64
+        return mb.cpu().numpy(), wn.cpu().numpy(), int(f)
+
+    def _torch_op(self, *_args, **_kw):
+        pytest.skip("the triton backend implements dmsa_update only; its quantizers are torch's")
+
+    sgn = quantize_init = ste_quantize = _torch_op
+
+
+IMPLEMENTATIONS = {"reference": Reference, "torch": Torch, "jax": Jax, "triton": Triton}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
@@ -121,17 +155,22 @@ def impl(request):
     return IMPLEMENTATIONS[request.param]()
 
 
-def run(impl, m, w, *, levels, rho, lam=0.0, alpha=0.0, m_bar=None):
-    """``dmsa_update`` on 2-D inputs (rows of a weight matrix); returns NumPy results."""
+@pytest.fixture(params=HAND_ALPHAS, ids=["alpha0", "alpha1-2^-10"])
+def alpha(request):
+    return request.param
+
+
+def run(impl, m, w, *, levels, rho, alpha, lam=0.0):
+    """``dmsa_update`` on 2-D inputs (rows of a weight matrix) with M̄ chosen so that
+    M̄' = M exactly (0 at α = 0, M itself otherwise); returns NumPy results."""
     m = np.asarray(m, dtype=np.float64).reshape(1, -1)
     w = np.asarray(w, dtype=np.float64).reshape(1, -1)
-    m_bar = np.zeros_like(m) if m_bar is None else np.asarray(m_bar, dtype=np.float64).reshape(1, -1)
+    m_bar = np.zeros_like(m) if alpha == 0.0 else m.copy()
     mb, wn, flips = impl.dmsa_update(
         m_bar, m, w, alpha=alpha, one_minus_alpha=1 - alpha, rho=rho, levels=levels, lam=lam
     )
     assert mb.shape == wn.shape == m.shape
-    if alpha == 0.0:
-        assert np.array_equal(mb, m), "α = 0 must give M̄' = M exactly"
+    assert np.array_equal(mb, m), f"M̄' must equal M exactly at α = {alpha}"
     return wn[0], flips
 
 
@@ -140,7 +179,7 @@ def run(impl, m, w, *, levels, rho, lam=0.0, alpha=0.0, m_bar=None):
 # ---------------------------------------------------------------------------------------
 
 
-def test_binary_flips_only_large_wrong_signed(impl):
+def test_binary_flips_only_large_wrong_signed(impl, alpha):
     """sgn(M) = [+ - + - - + -]; wrong-signed entries 1, 2, 4, 5, 6 with |M| 0.5, 0.25,
     0.125, 0.375, 0.1875 → ρ_k = 0.5 · 0.5 = 0.25. Flips: entries 1 (0.5) and 5 (0.375).
     Entry 2 sits exactly at ρ_k (|M| = ρ_k does not flip); entries 0 and 3 are large but
@@ -148,22 +187,22 @@ def test_binary_flips_only_large_wrong_signed(impl):
     the max over wrong-signed entries only) would stop entry 5 from flipping."""
     w = [1, 1, -1, -1, 1, -1, 1]
     m = [0.5, -0.5, 0.25, -1.0, -0.125, 0.375, -0.1875]
-    w_new, flips = run(impl, m, w, levels=2, rho=0.5)
+    w_new, flips = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)
     assert np.array_equal(w_new, [1, -1, -1, -1, 1, 1, 1])
     assert flips == 2
 
 
-def test_binary_tie_at_threshold(impl):
+def test_binary_tie_at_threshold(impl, alpha):
     """Anchor: W = 1, M = -1 (wrong, the largest) → ρ_k = 0.5. |M| == ρ_k keeps W (entries
     1 and 3); |M| = ρ_k + 2^-20 flips (entry 2); the anchor flips."""
     w = [1, 1, -1, -1]
     m = [-1.0, -0.5, 0.5 + LAM, 0.5]
-    w_new, flips = run(impl, m, w, levels=2, rho=0.5)
+    w_new, flips = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)
     assert np.array_equal(w_new, [-1, 1, 1, -1])
     assert flips == 2
 
 
-def test_binary_sgn_zero_is_plus_one(impl):
+def test_binary_sgn_zero_is_plus_one(impl, alpha):
     """sgn(0) = +1: an M̄ entry exactly 0 is wrong-signed against W = -1 and not against
     W = +1. Through the binary rule's *output* the convention is invisible (a zero entry
     adds 0 to the max defining ρ_k ≥ 0, and never passes |M̄| > ρ_k), so the test checks
@@ -173,30 +212,30 @@ def test_binary_sgn_zero_is_plus_one(impl):
     quantizers below."""
     w = [-1, 1, 1, -1]
     m = [0.0, 0.0, -0.5, -0.25]  # wrong: 0 (sgn 0 = +1 ≠ -1) and 2 → ρ_k = 0.25
-    w_new, flips = run(impl, m, w, levels=2, rho=0.5)
+    w_new, flips = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)
     assert np.array_equal(w_new, [-1, 1, -1, -1])
     assert flips == 1
     # ρ = 0: ρ_k = 0, every nonzero wrong-signed entry flips, zero entries still stay ±1
-    w_new, flips = run(impl, [0.0, 0.0, -0.5, 0.25], [-1, 1, 1, -1], levels=2, rho=0.0)
+    w_new, flips = run(impl, [0.0, 0.0, -0.5, 0.25], [-1, 1, 1, -1], levels=2, rho=0.0, alpha=alpha)
     assert np.array_equal(w_new, [-1, 1, -1, 1])
     assert flips == 2
 
 
-def test_binary_rule_is_not_the_rho_over_4_argmax(impl):
+def test_binary_rule_is_not_the_rho_over_4_argmax(impl, alpha):
     """|M̄| = 0.1875 with ρ_k = 0.25 lies between ρ_k/2 and ρ_k: the rule (and the authors'
     code) keeps W; argmax_w M̄w - (ρ_k/4)(w - W)², as ALGORITHMS.md §3.4 writes it, would
     flip it. See the module docstring."""
     w = [1, 1]
     m = [-0.5, -0.1875]  # anchor 0.5 → ρ_k = 0.25
-    w_new, _ = run(impl, m, w, levels=2, rho=0.5)
+    w_new, _ = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)
     assert np.array_equal(w_new, [-1, 1])  # ρ_k/2 = 0.125 < |M̄| = 0.1875 < ρ_k = 0.25
 
 
-def test_binary_no_wrong_signed_keeps_w(impl):
+def test_binary_no_wrong_signed_keeps_w(impl, alpha):
     """Every W already equals sgn(M̄): W is returned unchanged, flips = 0."""
     w = [1, -1, 1, 1]
     m = [0.5, -0.25, 2.0**-30, 0.0]
-    w_new, flips = run(impl, m, w, levels=2, rho=0.5)
+    w_new, flips = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)
     assert np.array_equal(w_new, w)
     assert flips == 0
 
@@ -247,37 +286,37 @@ TERNARY_TIES = [
 
 
 @pytest.mark.parametrize("cases, lam", [(TERNARY_BRANCHES, 0.0), (TERNARY_TIES, LAM)], ids=["branches", "ties"])
-def test_ternary_by_hand(impl, cases, lam):
+def test_ternary_by_hand(impl, alpha, cases, lam):
     """Each branch (+1, 0, -1) from each W ∈ {-1, 0, 1}, and every threshold hit exactly:
     ``M̄ == ρ_k(1 - 2W) + λ`` is not +1, ``M̄ == -ρ_k(1 + 2W) - λ`` is not -1."""
     w = [ANCHOR_W] + [c[0] for c in cases]
     m = [ANCHOR_M] + [c[1] for c in cases]
     expected = np.array([1.0] + [c[2] for c in cases])
-    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=lam)
+    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=lam, alpha=alpha)
     bad = [(c, got) for c, got in zip(cases, w_new[1:]) if got != c[2]]
     assert not bad, f"(W, M̄, expected) -> got: {bad}"
     assert np.array_equal(w_new, expected)
     assert flips == int(np.sum(expected != np.array(w)))
 
 
-def test_ternary_sign_zero_is_zero_and_no_wrong_keeps_w(impl):
+def test_ternary_sign_zero_is_zero_and_no_wrong_keeps_w(impl, alpha):
     """Ternary wrong-signed means W ≠ sign(M̄) with sign(0) = 0, so W = 0 against M̄ = 0 is
     *not* wrong. Here no entry is wrong-signed, so W must come back unchanged with
     flips = 0. This is observable: had sgn(0) = +1 been used, entry 0 would be wrong,
     ρ_k = 0, and entries 1 and 2 (|M̄| < λ) would drop to 0."""
     w = [0, 1, -1, 1]
     m = [0.0, 2.0**-22, -(2.0**-22), 0.5]
-    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=LAM)
+    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=LAM, alpha=alpha)
     assert np.array_equal(w_new, w)
     assert flips == 0
 
 
-def test_ternary_zero_weight_against_zero_m_with_other_wrong(impl):
+def test_ternary_zero_weight_against_zero_m_with_other_wrong(impl, alpha):
     """W = 0 with M̄ = 0 among wrong-signed entries: ρ_k comes from the others only
     (ρ_k = 0.25·0.5), and the W = 0 entry stays 0 (0 > ρ_k + λ is false)."""
     w = [0, 1, 1]
     m = [0.0, -0.5, -0.0625]
-    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=LAM)
+    w_new, flips = run(impl, m, w, levels=3, rho=0.25, lam=LAM, alpha=alpha)
     # ρ_k = 0.125: entry 1: -0.5 < -0.375 - λ → -1; entry 2: -0.0625 > -0.125 + λ → +1
     assert np.array_equal(w_new, [0, -1, 1])
     assert flips == 1

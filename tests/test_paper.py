@@ -195,6 +195,18 @@ def test_shortened_runs_evaluate_at_most_five_times_an_epoch() -> None:
     assert (long["svhn-cnn-binary"].steps, long["svhn-cnn-binary"].eval_every) == (34100, 170)
 
 
+@pytest.mark.parametrize("suite", ["paper-icml", "repro-fashion", "default", "kernels"])
+def test_paper_suites_and_their_stand_ins_run_the_authors_numerics(suite: str) -> None:
+    """Binary/ternary MSA where a suite stands for the ICML paper takes the authors' steps
+    (float32 α, TF1 Adam's ε, biased running variance); the smoke suite keeps standard."""
+    from suites import grids
+
+    dmsa = [e for e in grids.get_suite(suite).entries if isinstance(e.hp, spec.DMSA)]
+    assert {e.hp.levels for e in dmsa} == {2, 3}
+    assert {e.hp.numerics for e in dmsa} == {"authors"}
+    assert {e.hp.numerics for e in grids.get_suite("smoke").entries if isinstance(e.hp, spec.DMSA)} == {"standard"}
+
+
 def test_data_command_lists_every_data_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

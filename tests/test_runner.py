@@ -7,6 +7,9 @@ import io
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -369,3 +372,20 @@ def test_kernel_backends_skip_without_a_gpu_and_say_why():
         ]
         with pytest.raises(KeyError, match="implements dmsa and emsa only"):
             implementations.get("sgd", backend)
+
+
+def test_one_thread_sets_only_flags_xla_accepts():
+    """``set_threads(1)`` in a fresh process: every XLA_FLAGS token is a ``--flag`` (XLA
+    reads a bare token as a flags file and aborts, or ignores it beside other flags) and a
+    jax computation runs under them."""
+    code = (
+        "import os; from suites import runner; runner.set_threads(1); "
+        "flags = os.environ['XLA_FLAGS'].split(); assert flags and all(f.startswith('--') for f in flags), flags; "
+        "import jax.numpy as jnp; print(float(jnp.arange(4.0).sum()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "6.0"

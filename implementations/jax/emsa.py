@@ -14,7 +14,8 @@ stacked parameters and the stacked (x_t, x_{t+1}, p_t, p_{t+1}).
 
 Inner solvers:
 
-- ``gd``, ``adam`` (``optax.adam``, fresh moments per iteration) and ``optax-lbfgs``
+- ``gd``, ``adam`` (``optax.adam``: moments from zero for every layer at
+  every MSA step, carried across its ``inner_steps`` iterations) and ``optax-lbfgs``
   (``optax.lbfgs``: memory 10, zoom line search) run inside the compiled step, as a
   ``lax.fori_loop`` of ``inner_steps`` iterations;
 - ``lbfgs`` is SciPy's L-BFGS-B on the host, the official code's solver and the one the

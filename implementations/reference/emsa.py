@@ -9,7 +9,7 @@ for every layer with parameters, all from the same stored (x, p) (Jacobi, as the
 code). The argmax is approximate, from the current θ: ``inner="lbfgs"`` runs SciPy's
 L-BFGS-B for ``inner_steps`` iterations (the official code); ``"gd"`` takes ``inner_steps``
 ascent steps ``θ ← θ + inner_lr ∇H̃``; ``"adam"`` takes ``inner_steps`` Adam ascent steps
-with fresh moments; ``"optax-lbfgs"`` runs optax's L-BFGS for ``inner_steps`` iterations. With ρ = 0 this is basic MSA.
+whose moments start at zero for every layer at every MSA step; ``"optax-lbfgs"`` runs optax's L-BFGS for ``inner_steps`` iterations. With ρ = 0 this is basic MSA.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ parameters maximises, from the stored values (Jacobi),
 
 where ∇_x H_t is built with ``create_graph=True`` so that its θ-gradient (second order)
 flows into the inner solver. Inner solvers: ``lbfgs`` (SciPy L-BFGS-B on host float64, as
-the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``,
-fresh per layer and iteration). With ρ = 0 this is basic MSA and the second-order term is
+the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``:
+its moments start at zero for every layer at every MSA step and carry across that step's
+``inner_steps`` iterations). With ρ = 0 this is basic MSA and the second-order term is
 skipped (it is multiplied by zero).
 
 Timing note: ``lbfgs`` is host-side by nature (SciPy drives it, as in the official code),

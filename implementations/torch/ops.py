@@ -147,7 +147,7 @@ def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg
 
     The second-order term (the ∇ₓH penalty) enters through U: directly (Uᵀ g, W inside
     ∇ₓH) and through s(z) (the V term). This is the plain-torch reference of the fused
-    kernels; ``tests/test_kernels.py`` checks it against autograd."""
+    kernels; ``tests/test_closed_form.py`` checks it against autograd."""
     z = torch.baddbmm(b[:, None, :], x, w)
     a = torch.tanh(z)
     s = 1 - a * a
