@@ -2,7 +2,7 @@
 
 Nothing here imports a framework, so suites, the runner and every backend can share it.
 
-Notation (ALGORITHMS.md §1): a network is the discrete dynamical system
+Notation (implementations/README.md §1.1): a network is the discrete dynamical system
 ``x_{t+1} = f_t(x_t, θ_t)``, t = 0..T-1, one *layer* per time step. Every operation is
 its own layer (a dense map, a batch norm, a ReLU, ...), so the states ``x_t`` and costates
 ``p_t`` exist at every operation boundary, as in the authors' code.
@@ -248,12 +248,13 @@ DMSA_NUMERICS = ("standard", "authors")
 
 @dataclass(frozen=True)
 class DMSA:
-    """Binary (levels=2) or ternary (levels=3) MSA, ALGORITHMS.md §3. ``alpha_decay`` is d:
-    after every epoch 1 - α is multiplied by d; ``alpha_decay_steps`` > 0 counts that
-    "epoch" in steps instead (550 = the paper's MNIST epoch, 55,000 samples / batch 100,
-    so a small data set keeps the paper's schedule per step). BN's γ, β are trained by
-    Adam(bn_lr) on -H. ``numerics`` (``DMSA_NUMERICS``) picks how α is rounded, which ε
-    BN's Adam adds and which running variance BN keeps (``implementations.conventions``)."""
+    """Binary (levels=2) or ternary (levels=3) MSA, implementations/README.md §3.
+    ``alpha_decay`` is d: after every epoch 1 - α is multiplied by d; ``alpha_decay_steps``
+    > 0 counts that "epoch" in steps instead (550 = the paper's MNIST epoch, 55,000 samples
+    / batch 100, so a small data set keeps the paper's schedule per step). BN's γ, β are
+    trained by Adam(bn_lr) on -H. ``numerics`` (``DMSA_NUMERICS``) picks how α is rounded,
+    which ε BN's Adam adds and which running variance BN keeps
+    (``implementations.conventions``)."""
 
     levels: int
     rho: float
@@ -278,11 +279,11 @@ class DMSA:
 
 @dataclass(frozen=True)
 class STE:
-    """Straight-through baselines (ALGORITHMS.md §4): BinaryConnect (``kind="bc"``,
-    deterministic or ``stochastic``) or TWN (``kind="twn"``). Latent real weights are
-    trained by Adam(lr) on the loss of the quantized net; BC scales the quantized layers'
-    lr by Glorot's 1/sqrt(1.5/(fan_in + fan_out)) (``glorot_lr_scale``) and clips W to
-    [-1, 1]. Non-quantized parameters (BN's γ, β) use Adam(lr) unscaled."""
+    """Straight-through baselines (implementations/README.md §4.2, §4.3): BinaryConnect
+    (``kind="bc"``, deterministic or ``stochastic``) or TWN (``kind="twn"``). Latent real
+    weights are trained by Adam(lr) on the loss of the quantized net; BC scales the
+    quantized layers' lr by Glorot's 1/sqrt(1.5/(fan_in + fan_out)) (``glorot_lr_scale``)
+    and clips W to [-1, 1]. Non-quantized parameters (BN's γ, β) use Adam(lr) unscaled."""
 
     kind: str
     lr: float = 1e-3

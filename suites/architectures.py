@@ -1,7 +1,7 @@
 """Layer stacks of the problems: the papers' architectures and the embedded stand-ins.
 
-Each builder returns a tuple of ``spec`` layers (one operation per layer, ALGORITHMS.md §1),
-so every backend builds the same network from it.
+Each builder returns a tuple of ``spec`` layers (one operation per layer:
+implementations/README.md §1.1), so every backend builds the same network from it.
 
 Parameter counts of the ICML paper's networks (BinaryConnect's architectures), counting
 the discrete weights only (no bias; BN's γ, β are extra):

@@ -233,7 +233,8 @@ def _kernels() -> Suite:
 # ---------------------------------------------------------------------------------------
 # The papers' suites: their data sets (see suites/datasets.py), budgets in epochs
 # ---------------------------------------------------------------------------------------
-#: ICML paper: epochs and the per-epoch decay d of 1 - α (ALGORITHMS.md §3).
+#: ICML paper: epochs and the per-epoch decay d of 1 - α
+#: (implementations/README.md §3.3, §3.7).
 ICML_SETTINGS = {"mnist-mlp": (250, 0.95), "cifar10-cnn": (500, 0.98), "svhn-cnn": (200, 0.95)}
 JMLR_CNN_EPOCHS = 10
 #: the sine toy in the JMLR code: 500 steps (its config.yml: 500 epochs of a single batch

@@ -17,7 +17,7 @@ resuming and finishing a run hold its lock (``hold``), so two processes never ru
 run. Every write to the run store goes through ``_writing``: an ``OSError`` becomes a
 one-line ``StoreError``, and no temporary file is left behind.
 
-Timing contract (shared/DESIGN.md): only ``trainer.step`` is inside the clock. The first
+Timing contract (docs/design.md §4): only ``trainer.step`` is inside the clock. The first
 step is a block of its own (``compile_s``); the remaining steps are timed in blocks that
 end at evaluation points (and at most ``MAX_BLOCK`` steps long, so the pre-staged batches
 stay small), with ``trainer.sync`` at both edges of every block. Batches are moved to the

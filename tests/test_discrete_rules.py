@@ -1,4 +1,5 @@
-"""The discrete-weight rules, by hand and by brute force (ALGORITHMS.md §3, §4).
+"""The discrete-weight rules, by hand and by brute force (implementations/README.md §3.4,
+§4.2, §4.3).
 
 Every test runs on each implementation of ``dmsa_update(m_bar, m, w, *, alpha,
 one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``: the reference (JAX
@@ -15,13 +16,13 @@ floating point (sums of a few powers of two, λ = 0 or 2^-20): every threshold c
 is then decided in exact arithmetic, so ties *at* a threshold are real ties and the
 expected outputs are exact (``np.array_equal``).
 
-A note on the spec. ALGORITHMS.md §3.4 calls the binary rule "argmax_w [M̄ w - (ρ_k/4)
-(w - w_k)²]"; that objective flips a wrong-signed entry when |M̄| > ρ_k/2, not ρ_k. The
-rule itself (|M̄| > ρ_k, as in the authors' code, ``layers.py``:
-``magnitudes > rho * max_magnitudes``) is what the reference and torch implement and
-what is tested here; the equivalent proximal weight is ρ_k/2, which the brute-force test
-uses. ``test_binary_rule_is_not_the_rho_over_4_argmax`` pins an entry between the two
-thresholds.
+A note on the objective. The project's first specification wrote the binary rule as
+"argmax_w [M̄ w - (ρ_k/4)(w - w_k)²]"; that objective flips a wrong-signed entry when
+|M̄| > ρ_k/2, not ρ_k (implementations/README.md §3.4). The rule itself (|M̄| > ρ_k, as in the
+authors' code, ``layers.py``: ``magnitudes > rho * max_magnitudes``) is what the reference
+and torch implement and what is tested here; the equivalent proximal weight is ρ_k/2, which
+the brute-force test uses. ``test_binary_rule_is_not_the_rho_over_4_argmax`` pins an entry
+between the two thresholds.
 """
 
 from __future__ import annotations
@@ -223,8 +224,8 @@ def test_binary_sgn_zero_is_plus_one(impl, alpha):
 
 def test_binary_rule_is_not_the_rho_over_4_argmax(impl, alpha):
     """|M̄| = 0.1875 with ρ_k = 0.25 lies between ρ_k/2 and ρ_k: the rule (and the authors'
-    code) keeps W; argmax_w M̄w - (ρ_k/4)(w - W)², as ALGORITHMS.md §3.4 writes it, would
-    flip it. See the module docstring."""
+    code) keeps W; argmax_w M̄w - (ρ_k/4)(w - W)², as the first specification wrote
+    it, would flip it. See the module docstring."""
     w = [1, 1]
     m = [-0.5, -0.1875]  # anchor 0.5 → ρ_k = 0.25
     w_new, _ = run(impl, m, w, levels=2, rho=0.5, alpha=alpha)

@@ -35,7 +35,8 @@ def _restore_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(datasets.ENV_VAR)  # ... which teardown restores, whatever main() set
 
 
-#: the papers' numbers of discrete weights (ALGORITHMS.md §3, BinaryConnect's networks)
+#: the papers' numbers of discrete weights (BinaryConnect's networks,
+#: implementations/README.md §3.7)
 PAPER_COUNTS = {"mnist-mlp": 10_014_720, "cifar10-cnn": 14_022_016, "svhn-cnn": 6_397_632}
 
 

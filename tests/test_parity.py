@@ -45,12 +45,12 @@ its zoom line search is chaotic: the one-ulp perturbation changes a line-search 
 and the reference drifts by 0.35 at step 1 (ρ = 1) or 0.15 at step 3 (ρ = 0.5), so no
 tolerance is defensible there and the table has no CNN case for it.
 
-Discrete weights (binary/ternary MSA, BinaryConnect's ±1, TWN's sign pattern t; TWN's
-scale a is a float, compared with ``rtol``) are compared exactly, and so are flip counts. DESIGN.md's trap: exact parity only holds away from the rule's
-thresholds, so each step also checks, from the reference's state, that every entry's
-decision is separated from its threshold by a relative margin far above float64
-rounding; a failure there means "these inputs are too close to a threshold", not "the
-backends differ".
+Discrete weights (binary/ternary MSA, BinaryConnect's ±1, TWN's sign pattern t; TWN's scale
+a is a float, compared with ``rtol``) are compared exactly, and so are flip counts. As
+docs/design.md §5 warns, exact parity only holds away from the rule's thresholds, so each
+step also checks, from the reference's state, that every entry's decision is separated from
+its threshold by a relative margin far above float64 rounding; a failure there means "these
+inputs are too close to a threshold", not "the backends differ".
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _assert_state(case: Case, k: int, ref: dict, got: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# distance of the reference's discrete decisions from their thresholds (DESIGN.md trap)
+# distance of the reference's discrete decisions from their thresholds (docs/design.md §5)
 # ---------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Maximum-principle identities of the reference oracle (ALGORITHMS.md §1, §2).
+"""Maximum-principle identities of the reference oracle (implementations/README.md §1.2,
+§2.2).
 
 These are the cheapest strong checks of ``implementations.reference.pmp``: each
 identity holds exactly in real arithmetic, and both sides are float64 JAX autodiff of
@@ -106,7 +107,8 @@ def test_hamiltonian_gradient_is_negative_loss_gradient(problem, reg):
     With reg > 0 the regulariser L_t = reg·½‖θ_t‖² is part of both sides: H_t subtracts
     it (``pmp.hamiltonian(..., reg)``) and J adds it (``pmp.objective(..., reg)``); reg =
     0.05 makes its term a visible part of the gradient. For the binary problem θ holds
-    the discrete W, so this also checks ALGORITHMS.md §3 step 1 (M_t = -∂J/∂W)."""
+    the discrete W, so this also checks implementations/README.md §3.2
+    (M_t = -∂J/∂W)."""
     params, x, y, xs, ps = setup(problem)
     layers = problem.layers
     grad_j = jax.grad(lambda ps_: pmp.objective(layers, ps_, x, y, problem.loss, reg))(params)

@@ -3,7 +3,7 @@
 
 Shapes cover a single entry, sizes that are not multiples of the kernels' block (1,024)
 and sizes spanning several blocks, as vectors and as layer matrices. Discrete outputs
-(W', the flip and non-zero counts) must be equal exactly; DESIGN.md's trap is that exact
+(W', the flip and non-zero counts) must be equal exactly; as docs/design.md §5 warns, exact
 equality only holds away from the rule's thresholds, so every case first checks, in
 float64, that each entry's decision is at least ``MARGIN`` (relative) from its threshold.
 M̄' (a float) follows the kernels' 2× rule: its error against the float64 computation is

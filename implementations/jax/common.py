@@ -11,11 +11,12 @@ over the CNN's 3 residual conv layers made its forward-backward pass 3× slower 
 against 12 ms; XLA does not optimise across the loop boundary), while on the 20-layer
 sine net the two are equal (0.15 ms) and only compile time grows (0.6 s against 0.2 s).
 
-**Costates by perturbation.** ``p_t = -∂J/∂x_t`` (ALGORITHMS.md §1: the same numbers as
-the recursion ``p_t = ∇_x H_t``). To get every p_t from one reverse pass, the forward pass
-adds a zero perturbation ε_t to each state, ``x_{t+1} = f_t(x_t, θ_t) + ε_{t+1}``; then
-``∂J/∂ε_t = ∂J/∂x_t``, and ``jax.value_and_grad`` over (θ, ε) gives the loss, the
-parameter gradients and all costates together.
+**Costates by perturbation.** ``p_t = -∂J/∂x_t`` (implementations/README.md §1.2: the same
+numbers as the recursion ``p_t = ∇_x H_t``). To get every p_t from one reverse pass, the
+forward pass adds a zero perturbation ε_t to each state,
+``x_{t+1} = f_t(x_t, θ_t) + ε_{t+1}``; then ``∂J/∂ε_t = ∂J/∂x_t``, and
+``jax.value_and_grad`` over (θ, ε) gives the loss, the parameter gradients and all
+costates together.
 """
 
 from __future__ import annotations

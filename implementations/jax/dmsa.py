@@ -1,14 +1,15 @@
 """Binary and ternary MSA in JAX (rules: ``implementations.reference.dmsa`` and
 ``ops.dmsa_update``), one compiled step with the state donated.
 
-One ``value_and_grad`` gives, for every quantized layer, ``M_t = -∂J/∂W`` (ALGORITHMS.md
-§1: the same numbers as ``∂/∂W Σ p_{t+1}·f_t(x_t; W)``), which feeds ``ops.dmsa_update``
-and is never applied as a gradient step; BN's γ, β take one ``optax.adam(bn_lr)`` step on
-``-H``, whose gradient is ``∂J/∂θ``. α and the step count live on the host (α changes
-once an epoch, ``1 - α ← d (1 - α)``); the EMA's two weights (α, 1 - α) and BN Adam's ε
-enter the compiled step as arguments, formed on the host by ``implementations.conventions``
-after ``hp.numerics``, so neither the decay nor TensorFlow 1's per-step ε ever recompiles
-(the ε reaches optax through ``optax.inject_hyperparams``).
+One ``value_and_grad`` gives, for every quantized layer, ``M_t = -∂J/∂W``
+(implementations/README.md §3.2: the same numbers as ``∂/∂W Σ p_{t+1}·f_t(x_t; W)``), which
+feeds ``ops.dmsa_update`` and is never applied as a gradient step; BN's γ, β take one
+``optax.adam(bn_lr)`` step on ``-H``, whose gradient is ``∂J/∂θ``. α and the step count
+live on the host (α changes once an epoch, ``1 - α ← d (1 - α)``); the EMA's two weights
+(α, 1 - α) and BN Adam's ε enter the compiled step as arguments, formed on the host by
+``implementations.conventions`` after ``hp.numerics``, so neither the decay nor
+TensorFlow 1's per-step ε ever recompiles (the ε reaches optax through
+``optax.inject_hyperparams``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam):
     ``W ≠ sign(M̄')`` (ternary, sign(0)=0); ``ρ_k = ρ · max |M̄'|`` over them; none → W stays.
 
     - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged (= argmax over {±1} of
-      ``M̄' w - (ρ_k/2)(w - W)²``: the authors' code; ALGORITHMS.md's ρ_k/4 is a slip);
+      ``M̄' w - (ρ_k/2)(w - W)²``: the authors' code; why not ρ_k/4:
+      implementations/README.md §3.4);
     - ternary: ``W ← +1`` if ``M̄' > ρ_k(1 - 2W) + λ``, ``-1`` if ``M̄' < -ρ_k(1 + 2W) - λ``,
       else 0 (= argmax over {-1, 0, 1} of ``M̄' w - λ|w| - ρ_k (w - W)²``).
 

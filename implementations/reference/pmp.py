@@ -1,7 +1,8 @@
 """Pontryagin's maximum principle, in the papers' notation (JAX, float64, never jitted).
 
 This is the suite's oracle: every backend is tested against it step by step, so it is
-written for clarity, one definition per function, exactly as ALGORITHMS.md §1 states it.
+written for clarity, one definition per function, exactly as implementations/README.md §1
+states it.
 
 For a minibatch of S samples and a batch-mean loss,
 

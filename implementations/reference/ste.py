@@ -1,4 +1,5 @@
-"""Straight-through-estimator baselines (oracle): BinaryConnect and TWN, ALGORITHMS.md §4.
+"""Straight-through-estimator baselines (oracle): BinaryConnect and TWN
+(implementations/README.md §4.2, §4.3).
 
 Latent real weights W of the quantized layers; the forward and backward passes use
 ``Q(W)``, and the gradient with respect to ``Q(W)`` updates W (straight through):

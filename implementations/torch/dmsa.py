@@ -2,15 +2,15 @@
 ``ops.dmsa_update``).
 
 One forward pass and one backward pass per iteration. The backward pass gives, for every
-quantized layer, ``M_t = ∂/∂W Σ p_{t+1}·f_t(x_t; W) = -∂J/∂W`` (ALGORITHMS.md §1: the two
-are the same numbers, and autograd computes them without materialising each p_t); M_t
-feeds ``ops.dmsa_update`` and is never applied as a gradient step. BN's γ, β take one
-``torch.optim.Adam(bn_lr)`` step on ``-H``, whose gradient is ``∂J/∂θ``. α decays after
-every epoch (or ``alpha_decay_steps``): ``1 - α ← d (1 - α)``. How α is rounded, which ε
-the BN Adam adds and which running variance BN keeps follow ``hp.numerics``
+quantized layer, ``M_t = ∂/∂W Σ p_{t+1}·f_t(x_t; W) = -∂J/∂W`` (implementations/README.md
+§3.2: the two are the same numbers, and autograd computes them without materialising each
+p_t); M_t feeds ``ops.dmsa_update`` and is never applied as a gradient step. BN's γ, β take
+one ``torch.optim.Adam(bn_lr)`` step on ``-H``, whose gradient is ``∂J/∂θ``. α decays after
+every epoch (or ``alpha_decay_steps``): ``1 - α ← d (1 - α)``. How α is rounded, which ε the
+BN Adam adds and which running variance BN keeps follow ``hp.numerics``
 (``implementations.conventions``); TensorFlow 1's ε is torch's Adam with the group's ``eps``
-set to ``conventions.bn_adam_eps`` before each step (the module docstring there shows
-the two updates are then the same).
+set to ``conventions.bn_adam_eps`` before each step (the module docstring there shows the
+two updates are then the same).
 """
 
 from __future__ import annotations

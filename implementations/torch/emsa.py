@@ -1,8 +1,8 @@
 """Extended MSA in PyTorch eager, JMLR Algorithm 3 (see ``implementations.reference.emsa``).
 
 One forward pass stores x_0..x_T, one backward pass the costates ``p_t = -∂J/∂x_t`` (the
-same numbers as the recursion ``p_t = ∇_x H_t``: ALGORITHMS.md §1), then each layer with
-parameters maximises, from the stored values (Jacobi),
+same numbers as the recursion ``p_t = ∇_x H_t``: implementations/README.md §1.2), then each
+layer with parameters maximises, from the stored values (Jacobi),
 
     H̃_t(θ) = Σ p_{t+1}·f_t(x_t, θ) - reg·½‖θ‖² - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖²
               - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²

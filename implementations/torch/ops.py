@@ -3,7 +3,7 @@
 - ``apply(layer, theta, x, stats=None)``: the layer map ``f_t(x, θ)``;
 - ``terminal_loss(loss, z, y)``: ``(1/S) Σ_s Φ``;
 - ``dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
-  binary/ternary MSA's per-layer update (ALGORITHMS.md §3), nothing else;
+  binary/ternary MSA's per-layer update (implementations/README.md §3.4), nothing else;
 - ``emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta, rho, reg) -> (grad_w, grad_b)``:
   E-MSA's ascent direction for a stack of dense residual tanh layers, in closed form;
 - quantizers: ``sgn`` (sgn(0) = +1), ``quantize_init``, ``ste_quantize``.
@@ -91,8 +91,9 @@ def dmsa_update(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float
     none, W is returned unchanged. Then
 
     - binary: ``W ← sgn(M̄')`` where ``|M̄'| > ρ_k``, else unchanged
-      (= argmax over {±1} of ``M̄' w - (ρ_k/2)(w - W)²``; ALGORITHMS.md's ρ_k/4 would
-      flip at ``|M̄'| > ρ_k/2``, while the authors' code and this rule flip at ρ_k);
+      (= argmax over {±1} of ``M̄' w - (ρ_k/2)(w - W)²``; with ρ_k/4 the argmax would
+      flip at ``|M̄'| > ρ_k/2``, while the authors' code and this rule flip at ρ_k:
+      implementations/README.md §3.4);
     - ternary: ``+1`` if ``M̄' > ρ_k (1 - 2W) + λ``, ``-1`` if ``M̄' < -ρ_k (1 + 2W) - λ``,
       else 0 (= argmax over {-1, 0, 1} of ``M̄' w - λ|w| - ρ_k (w - W)²``).
 
