@@ -1,5 +1,6 @@
 """nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench -- [run options]``,
-``nox -s report -- [RESULTS...]``, ``nox -s benchmark`` (torch vs jax step times).
+``nox -s report -- [RESULTS...]``, ``nox -s benchmark`` (torch vs jax step times),
+``nox -s wheel`` (the package installed from its wheel, run outside the checkout).
 
 Every session that imports the package installs the pinned ``torch==2.13.0`` first and
 the package second: pip then keeps that torch when it resolves ``torch>=2.4``. On this
@@ -9,6 +10,8 @@ build.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import nox
@@ -17,6 +20,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 TORCH = "torch==2.13.0"
+CHECKOUT = Path(__file__).resolve().parent
 LINT_PATHS = ("implementations", "msaresults", "suites", "reports", "tests", "noxfile.py")
 
 
@@ -134,3 +138,35 @@ def kernels(session: nox.Session) -> None:
     PyTorch eager. Needs a GPU for the kernel rows; on a CPU it runs the torch rows."""
     install(session)
     session.run("python", "tests/bench/kernels.py", *session.posargs)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """The package as a user installs it: build the sdist and, from it, the wheel; install
+    that wheel (not editable) into this session's venv; then, in a temporary folder outside
+    the checkout, run the smoke suite and a 3-step ternary discrete-MSA run of the default
+    suite (the smoke suite's problems match none of the authors' logged runs), build both
+    reports, and check (``tests/wheel_check.py``) that the code came from site-packages and
+    found its data files there. The folder is removed when the checks pass, kept otherwise."""
+    work = Path(tempfile.mkdtemp(prefix="msabench-wheel-"))
+    session.log(f"working in {work} (kept if a step fails)")
+    dist = work / "dist"
+    session.install("build")
+    # the wheel is built from the sdist, so a file the sdist drops fails here too
+    session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), str(CHECKOUT))
+    (built,) = dist.glob("msabench-*.whl")
+    session.install(TORCH)
+    # a reused venv holds the wheel of an earlier run under the same version, which pip would keep
+    session.run("python", "-m", "pip", "uninstall", "--yes", "msabench", silent=True)
+    session.install(str(built))
+    session.chdir(work)
+    outside = {"PYTHONPATH": None}  # a PYTHONPATH naming the checkout would hide the wheel
+    run = ("python", "-m", "suites", "run")
+    build = ("python", "-m", "reports", "build", "--results-dir", "results")
+    session.run(*run, "smoke", "--out", "results", "--quiet", env=outside)
+    session.run(*build, "--suite", "smoke", "--out", "report", env=outside)
+    one_cell = ("--problem", "mnist5k-mlp-ternary", "--algorithm", "dmsa", "--backend", "torch", "--seeds", "1")
+    session.run(*run, "default", *one_cell, "--steps", "3", "--out", "results", "--quiet", env=outside)
+    session.run(*build, "--suite", "default", "--out", "report-reference", env=outside)
+    session.run("python", str(CHECKOUT / "tests" / "wheel_check.py"), str(work), env=outside)
+    shutil.rmtree(work)

@@ -298,12 +298,22 @@ _VERSIONED = (
 )
 
 
-def _git(*args: str) -> str | None:
+def _git_output(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
+
+
+def _git(*args: str) -> str | None:
+    """git's answer about the checkout this code runs from, or None when it runs from an
+    installed wheel: site-packages is then no work tree's top, and a work tree above it (a
+    virtual environment inside some repository, .nox/ in this one) is not the code's source."""
+    top = _git_output("rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() != REPO_ROOT:
+        return None
+    return _git_output(*args)
 
 
 def _cpu_name() -> str:

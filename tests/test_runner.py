@@ -144,6 +144,19 @@ def test_suite_continues_past_failures_and_writes_parts(fake_backend, tmp_path):
     assert meta["threads"]["cpu_count"] >= 1 and meta["device_name"]
 
 
+def test_git_provenance_only_from_the_checkout_itself(monkeypatch, tmp_path):
+    """Installed from a wheel, the code sits in site-packages; a work tree above it (a venv
+    under .nox/ here) is not its source, so the run records no commit."""
+    sha = runner._git("rev-parse", "HEAD")
+    if sha is None:
+        pytest.skip("not running from a git checkout")
+    assert len(sha.strip()) == 40
+    monkeypatch.setattr(runner, "REPO_ROOT", runner.REPO_ROOT / "suites")  # inside the work tree, not its top
+    assert runner._git("rev-parse", "HEAD") is None
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)  # no work tree at all
+    assert runner._git("status", "--porcelain") is None
+
+
 def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
     suite = tiny_suite(seeds=(0, 1))
     cells = _cells(suite)
