@@ -10,6 +10,7 @@ build.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,9 +33,11 @@ def install(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite; pytest exits 5 when it collects nothing, which fails the session."""
+    """The test suite, spread over up to 4 pytest-xdist workers (``-- -n 0`` runs it in
+    one process); pytest exits 5 when it collects nothing, which fails the session."""
     install(session)
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    workers = str(min(os.cpu_count() or 1, 4))  # each worker imports torch and jax: ~1 GB
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", workers, *session.posargs)
 
 
 @nox.session
