@@ -18,18 +18,13 @@ line on stdout.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from suites import PROG, Parser, fail
-
-if TYPE_CHECKING:  # the runner imports the frameworks; the CLI loads it only to run
-    from suites.runner import Cell, Run
 
 
 def _positive_int(text: str) -> int:
@@ -101,31 +96,14 @@ def add_data_dir_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _use_data_dir(args: argparse.Namespace) -> Path:
-    """Resolve the data directory once and export it, so worker processes see the same."""
-    from suites import datasets
-
-    root = datasets.data_dir(args.data_dir)
-    os.environ[datasets.ENV_VAR] = str(root)
-    return root
-
-
-def _auto_jobs(device: str, n_cells: int) -> int:
-    """One cell per CPU core on the CPU (each on ``--threads`` threads); one at a time on a
-    GPU, whose timings would not be comparable if cells shared it."""
-    if device == "cuda":
-        return 1
-    return max(1, min(os.cpu_count() or 1, n_cells))
-
-
 def _resume_command(suite: str, out: Path, run_id: str) -> str:
     return shlex.join([PROG, "run", suite, "--out", str(out), "--resume", run_id])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate everything, then run (or resume) the suite, holding the run's lock, and
-    print the run file. A resumed run is locked as soon as it is found, so a second
-    ``--resume`` of it stops at once, naming the holder."""
+    """Run (``runner.start``) or resume (``runner.resume``) the suite and print the run
+    file; turn the runner's errors into the exit status and, for a run that had started,
+    the command that finishes it."""
     from suites import grids, runner
 
     try:
@@ -133,101 +111,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError as e:
         fail(e.args[0])
     out = Path(args.out)
-    with contextlib.ExitStack() as held:
-        try:
-            if args.resume is not None:
-                run, cells, doc, data_root = _resumable(args, suite.name, out, held)
-                device = cells[0].device if cells else "cpu"
-            else:
-                runner.check_writable(out, "--out")
-                data_root = _use_data_dir(args)
-                device = runner.resolve_device(args.device or "auto")
-                cells = runner.plan(
-                    suite,
-                    backends=args.backend,
-                    seeds=range(args.seeds) if args.seeds else None,  # counted, not built, before the bound
-                    steps_scale=args.steps_scale or 1.0,
-                    steps=args.steps,
-                    epochs=args.epochs,
-                    dtype=args.dtype or "float32",
-                    device=device,
-                    problems_filter=args.problem,
-                    algorithms_filter=args.algorithm,
+    common = {"data_dir": args.data_dir, "jobs": args.jobs, "threads": args.threads, "show_progress": not args.quiet}
+    try:
+        if args.resume is not None:
+            given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
+            if given:
+                fail(
+                    f"{', '.join(given)} cannot be combined with --resume (the run's options are fixed in its run.json)"
                 )
-            if grids.TUNED_WARNING:
-                print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=sys.stderr)
-            absent = runner.check_data(cells)  # a damaged data set stops here, before any cell
-        except runner.RunError as e:
-            fail(str(e))
-        for name in absent:
-            print(f"{PROG}: data set {name!r} not found (its cells are skipped; see `{PROG} data`)", file=sys.stderr)
-
-        # Everything is valid: from here on files are written.
-        args.jobs = args.jobs or _auto_jobs(device, len(cells))
-        if args.jobs == 1:
-            runner.set_threads(args.threads)  # before the run starts, so the metadata records it
-        try:
-            if args.resume is not None:
-                runner.mark_resumed(run, doc)
-            else:
-                options = _run_options(args, suite.name, cells, device, data_root)
-                run, doc = held.enter_context(runner.started_run(out, suite.name, cells, options))
-        except runner.RunError as e:
-            fail(str(e))
-        try:
-            runner.execute(run, cells, jobs=args.jobs, threads=args.threads, show_progress=not args.quiet)
-            path = runner.write_run_file(run, cells, doc)
-        except KeyboardInterrupt:
-            print(
-                f"{PROG}: interrupted; finished cells are kept. Finish the run with: "
-                f"{_resume_command(suite.name, out, run.run_id)}",
-                file=sys.stderr,
+            path = runner.resume(out, suite.name, args.resume, **common)
+        else:
+            path = runner.start(
+                suite,
+                out=out,
+                backends=args.backend,
+                device=args.device or "auto",
+                dtype=args.dtype,
+                seeds=args.seeds,
+                steps_scale=args.steps_scale,
+                steps=args.steps,
+                epochs=args.epochs,
+                problems_filter=args.problem,
+                algorithms_filter=args.algorithm,
+                command=shlex.join([PROG, *args.argv]),
+                **common,
             )
-            return 130
-        except runner.StoreError as e:
+    except runner.RunInterrupted as e:
+        print(
+            f"{PROG}: interrupted; finished cells are kept. Finish the run with: "
+            f"{_resume_command(suite.name, out, e.run.run_id)}",
+            file=sys.stderr,
+        )
+        return 130
+    except runner.RunError as e:
+        if e.run is None:  # nothing was written
+            fail(str(e))
+        if isinstance(e, runner.StoreError):
             fail(
-                f"{e} (finished cells are kept; once fixed, finish with: {_resume_command(suite.name, out, run.run_id)})"
+                f"{e} (finished cells are kept; once fixed, finish with: {_resume_command(suite.name, out, e.run.run_id)})"
             )
-        except runner.RunError as e:
-            fail(str(e), status=1)  # parts missing after the cells ran: not the input's fault
+        fail(str(e), status=1)  # parts missing after the cells ran: not the input's fault
     print(path)
     return 0
-
-
-def _resumable(
-    args: argparse.Namespace, suite: str, out: Path, held: contextlib.ExitStack
-) -> tuple[Run, list[Cell], dict, Path]:
-    """The run ``--resume`` names, locked in ``held`` at once: (run, cells, run.json, data dir)."""
-    from suites import runner
-
-    given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
-    if given:
-        fail(f"{', '.join(given)} cannot be combined with --resume (the run's options are fixed in its run.json)")
-    run, cells, _ = runner.load_run(out, suite, args.resume)
-    held.enter_context(runner.hold(run))
-    doc = runner.read_plan(run)  # as it is under the lock
-    data_dir = args.data_dir or doc["options"].get("data_dir")  # else the run's own
-    return run, cells, doc, _use_data_dir(argparse.Namespace(data_dir=data_dir))
-
-
-def _run_options(args: argparse.Namespace, suite: str, cells: list[Cell], device: str, data_root: Path) -> dict:
-    """The options a new run records in its run.json and run file."""
-    return {
-        "suite": suite,
-        "backends": sorted({c.backend for c in cells}),
-        "device": device,
-        "dtype": args.dtype or "float32",
-        "seeds": sorted({c.seed for c in cells}),
-        "steps_scale": args.steps_scale or 1.0,
-        "steps": args.steps,
-        "epochs": args.epochs,
-        "data_dir": str(data_root),
-        "problems": args.problem,
-        "algorithms": args.algorithm,
-        "jobs": args.jobs,
-        "threads": args.threads,  # per cell
-        "command": shlex.join([PROG, *args.argv]),
-    }
 
 
 def _availability(algorithm: str, backend: str) -> str:
@@ -289,7 +214,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     exit 1 when a download fails or a data set is damaged or incomplete."""
     from suites import datasets, problems
 
-    root = _use_data_dir(args)
+    root = datasets.use_data_dir(args.data_dir)
     status = 0
     for name in args.download or []:
         try:
@@ -297,11 +222,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         except KeyError as e:
             fail(e.args[0])
     if args.download:
-        from suites import runner
+        from suites import store
 
         try:
-            runner.check_writable(root, "--data-dir")  # before anything is fetched
-        except runner.RunError as e:
+            store.check_writable(root, "--data-dir")  # before anything is fetched
+        except store.StoreError as e:
             fail(str(e))
     for name in args.download or []:
         try:

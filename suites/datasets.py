@@ -61,6 +61,14 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def use_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """``data_dir(explicit)``, also exported as ``$MSABENCH_DATA_DIR``, so that worker
+    processes a run starts read the same data directory."""
+    root = data_dir(explicit)
+    os.environ[ENV_VAR] = str(root)
+    return root
+
+
 # ---------------------------------------------------------------------------------------
 # Readers: one per standard format. Each checks structure, then the checksum.
 # ---------------------------------------------------------------------------------------

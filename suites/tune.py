@@ -89,7 +89,7 @@ def tune_suite(
     log: TextIO | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Tune the suite's baseline entries; return ``{"problem/label": record}``."""
-    from suites import grids, problems, runner
+    from suites import executors, grids, planning, problems, store
 
     problems_filter = set(problems_filter or ())
     labels = set(labels or ())
@@ -100,7 +100,7 @@ def tune_suite(
         and (not problems_filter or e.problem in problems_filter)
         and (not labels or e.label in labels)
     ]
-    run = runner.Run(f"tune-{suite.name}", "tune", None)
+    run = store.Run(f"tune-{suite.name}", "tune", None)
     scores: dict[tuple[str, str], dict[float, float | None]] = {(e.problem, e.label): {} for e in entries}
     statuses: dict[tuple[str, str], dict[float, str]] = {key: {} for key in scores}
     pending = {(e.problem, e.label): lr_grid(e.hp.lr, factors) for e in entries}
@@ -110,7 +110,7 @@ def tune_suite(
             scaled = e.scaled(steps_scale)
             for lr in pending.get((e.problem, e.label), []):
                 for seed in TUNE_SEEDS:
-                    cell = runner.Cell(
+                    cell = planning.Cell(
                         problem=e.problem,
                         label=f"{e.label}@lr={lr:g}",
                         hp=dataclasses.replace(e.hp, lr=lr),
@@ -125,7 +125,7 @@ def tune_suite(
                     where[cell.cell_id] = ((e.problem, e.label), lr)
         if not cells:
             break
-        rows = runner.execute(run, cells, jobs=jobs, threads=threads, show_progress=show_progress, log=log)
+        rows = executors.execute(run, cells, jobs=jobs, threads=threads, show_progress=show_progress, log=log)
         finals: dict[tuple[tuple[str, str], float], list[tuple[str, float]]] = {}
         for cell_id, (key, lr) in where.items():
             problem = problems.get_problem(key[0])
@@ -172,9 +172,9 @@ def tune_suite(
 
 
 def write_tuned(path: Path, suite_name: str, records: dict[str, dict[str, Any]]) -> Path:
-    """Merge ``records`` into the tune file at ``path`` (atomically; ``runner.StoreError``
+    """Merge ``records`` into the tune file at ``path`` (atomically; ``store.StoreError``
     when it cannot be written, leaving the old file as it was)."""
-    from suites import grids, runner
+    from suites import grids, store
 
     try:
         suites = grids.load_tuned(path)
@@ -186,7 +186,7 @@ def write_tuned(path: Path, suite_name: str, records: dict[str, dict[str, Any]])
         "about": "learning rates chosen by `python -m suites tune` on the validation split; see suites/tune.py",
         "suites": suites,
     }
-    return runner.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return store.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -206,7 +206,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Validate, tune, write the tune file and print its path."""
     import implementations as registry
-    from suites import grids, problems, runner
+    from suites import executors, grids, planning, problems, store
+    from suites.errors import RunError
 
     suite = grids.UNTUNED.get(args.suite)
     if suite is None:
@@ -230,19 +231,19 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not baselines:
         fail(f"no baseline entries of suite {suite.name!r} match the filters")
     try:
-        device = runner.resolve_device(args.device)
-    except runner.RunError as e:
+        device = planning.resolve_device(args.device)
+    except RunError as e:
         fail(str(e))
     output = Path(args.output) if args.output else grids.TUNED_PATH
     if output.is_dir():
         fail(f"--output {output} is a directory")
     try:
-        runner.check_writable(output.parent, "--output")  # before hours of tuning, not after
-    except runner.RunError as e:
+        store.check_writable(output.parent, "--output")  # before hours of tuning, not after
+    except RunError as e:
         fail(str(e))
     command = shlex.join([PROG, *getattr(args, "argv", ["tune"])])
     if args.threads and args.jobs == 1:
-        runner.set_threads(args.threads)
+        executors.set_threads(args.threads)
     records = tune_suite(
         suite,
         backend=args.backend,
@@ -260,6 +261,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"{key}: {r['metric']} by lr {r['scores']} -> {r['choice']}")
     try:
         print(write_tuned(output, suite.name, records))
-    except runner.RunError as e:
+    except RunError as e:
         fail(str(e))
     return 0

@@ -13,7 +13,7 @@ import pytest
 import implementations
 from reports import summary
 from suites import __main__ as cli
-from suites import grids, runner, schema
+from suites import executors, grids, schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_subprocess_error_contract(tmp_path):
 def test_run_resume_and_summary(tiny, fake_backend, capsys, tmp_path, monkeypatch):
     fake_backend.modes["adagrad"] = "diverge"
     threads = []
-    monkeypatch.setattr(runner, "set_threads", threads.append)  # keep this process's torch as it is
+    monkeypatch.setattr(executors, "set_threads", threads.append)  # keep this process's torch as it is
     assert (
         cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "2", "--threads", "1", "--jobs", "1"])
         == 0

@@ -171,9 +171,9 @@ def test_budget_options_are_alternatives(capsys: pytest.CaptureFixture, tmp_path
 
 
 def test_epochs_override_counts_each_problems_epoch() -> None:
-    from suites import grids, runner
+    from suites import grids, planning
 
-    cells = runner.plan(grids.get_suite("paper-jmlr"), epochs=0.5, backends=["torch"], seeds=[0])
+    cells = planning.plan(grids.get_suite("paper-jmlr"), epochs=0.5, backends=["torch"], seeds=[0])
     steps = {c.problem: c.steps for c in cells}
     assert steps["fashion-rescnn"] == 275  # half of 55,000 / 100
     assert steps["sine-resnet"] == 5  # half of 1,000 / 100
@@ -183,16 +183,18 @@ def test_shortened_runs_evaluate_at_most_five_times_an_epoch() -> None:
     """Scaled with the budget, paper-icml's once-an-epoch interval would become every
     step at one epoch of CIFAR-10's 500 (and paper-jmlr's 5-an-epoch one every 11 steps);
     the floor keeps a shortened run training rather than evaluating."""
-    from suites import grids, runner
+    from suites import grids, planning
 
-    icml = {c.problem: c for c in runner.plan(grids.get_suite("paper-icml"), epochs=1, backends=["torch"], seeds=[0])}
+    icml = {c.problem: c for c in planning.plan(grids.get_suite("paper-icml"), epochs=1, backends=["torch"], seeds=[0])}
     assert (icml["cifar10-cnn-binary"].steps, icml["cifar10-cnn-binary"].eval_every) == (450, 90)
     assert (icml["mnist-mlp-ternary"].steps, icml["mnist-mlp-ternary"].eval_every) == (550, 110)
-    jmlr = {c.problem: c for c in runner.plan(grids.get_suite("paper-jmlr"), epochs=1, backends=["torch"], seeds=[0])}
+    jmlr = {c.problem: c for c in planning.plan(grids.get_suite("paper-jmlr"), epochs=1, backends=["torch"], seeds=[0])}
     assert (jmlr["fashion-rescnn"].steps, jmlr["fashion-rescnn"].eval_every) == (550, 110)
     # an interval that stays sparser than the floor scales with the budget: SVHN's 200
     # evaluations (once an epoch, 682 steps) in 50 epochs are 4 an epoch
-    long = {c.problem: c for c in runner.plan(grids.get_suite("paper-icml"), epochs=50, backends=["torch"], seeds=[0])}
+    long = {
+        c.problem: c for c in planning.plan(grids.get_suite("paper-icml"), epochs=50, backends=["torch"], seeds=[0])
+    }
     assert (long["svhn-cnn-binary"].steps, long["svhn-cnn-binary"].eval_every) == (34100, 170)
 
 

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from suites import __main__ as cli
-from suites import grids, runner, tune
+from suites import executors, grids, planning, store, training, tune
+from suites.errors import RunError, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["run", "tiny", "--quiet", "--jobs", "1"]
@@ -77,11 +78,11 @@ def _full_disk_for(monkeypatch, suffix: str, also_parquet: bool = False) -> None
 @pytest.mark.parametrize(
     "option, value, pattern",
     [
-        ("--steps", str(runner.MAX_STEPS + 1), f"at most {runner.MAX_STEPS:,} are allowed"),
+        ("--steps", str(planning.MAX_STEPS + 1), f"at most {planning.MAX_STEPS:,} are allowed"),
         ("--epochs", "1e308", "--epochs gives a cell inf steps"),  # overflows before rounding
         ("--steps-scale", "1e300", "--steps-scale gives a cell"),
         # the tiny suite's 3 entries x 1 backend: one seed more than the bound allows
-        ("--seeds", str(runner.MAX_CELLS // 3 + 1), f"at most {runner.MAX_CELLS:,} are allowed"),
+        ("--seeds", str(planning.MAX_CELLS // 3 + 1), f"at most {planning.MAX_CELLS:,} are allowed"),
         ("--seeds", str(10**15), f"the plan has {3 * 10**15:,} cells"),  # counted, never built
     ],
 )
@@ -94,10 +95,10 @@ def test_huge_budgets_and_seeds_are_refused_before_anything_is_made(tiny, capsys
 def test_the_largest_budget_is_planned_lazily(fake_backend):
     from conftest import tiny_suite
 
-    cells = runner.plan(tiny_suite(), steps=runner.MAX_STEPS)
-    assert {c.steps for c in cells} == {runner.MAX_STEPS}
+    cells = planning.plan(tiny_suite(), steps=planning.MAX_STEPS)
+    assert {c.steps for c in cells} == {planning.MAX_STEPS}
     # the blocks are produced one at a time: the first three arrive without building 10^8
-    first = list(itertools.islice(runner._blocks(runner.MAX_STEPS, 1), 3))
+    first = list(itertools.islice(training._blocks(planning.MAX_STEPS, 1), 3))
     assert first == [(1, True), (2, True), (3, True)]
 
 
@@ -120,14 +121,14 @@ def test_read_only_out_is_refused_by_the_probe(tiny, capsys, tmp_path, monkeypat
     def read_only(*_args, **_kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(runner.tempfile, "NamedTemporaryFile", read_only)
+    monkeypatch.setattr(store.tempfile, "NamedTemporaryFile", read_only)
     _fails(capsys, [*TINY, "--out", str(tmp_path / "out")], "cannot create files in")
     assert _files(tmp_path) == []
 
 
 def test_read_only_out_past_the_probe_is_one_line(tiny, capsys, tmp_path, monkeypatch):
     # the folder turns read-only between the probe and the start: mkdir's own error counts
-    monkeypatch.setattr(runner, "check_writable", lambda *a: None)
+    monkeypatch.setattr(store, "check_writable", lambda *a: None)
     real_mkdir = Path.mkdir
 
     def mkdir(self, *args, **kwargs):
@@ -186,16 +187,16 @@ def test_full_disk_writing_the_run_file_keeps_the_parts(tiny, capsys, tmp_path, 
     assert len([f for f in left if "/cells/" in f]) == 3
 
 
-def _started(tmp_path: Path, suite: grids.Suite) -> runner.Run:
-    cells = runner.plan(suite)
-    with runner.started_run(tmp_path, suite.name, cells, {}) as (run, _):
+def _started(tmp_path: Path, suite: grids.Suite) -> store.Run:
+    cells = planning.plan(suite)
+    with store.started_run(tmp_path, suite.name, cells, {}) as (run, _):
         return run
 
 
 def test_resume_into_a_read_only_run(tiny, capsys, tmp_path, monkeypatch):
     run = _started(tmp_path, tiny)
     before = (run.run_dir / "run.json").read_text()
-    monkeypatch.setattr(runner.os, "replace", lambda *a: _enospc())
+    monkeypatch.setattr(store.os, "replace", lambda *a: _enospc())
     _fails(capsys, [*TINY, "--out", str(tmp_path), "--resume", run.run_id], "run.json: No space left on device")
     assert (run.run_dir / "run.json").read_text() == before
     assert not [f for f in _files(tmp_path) if f.endswith(".tmp")]
@@ -226,7 +227,7 @@ def test_tune_file_on_a_full_disk_stays_as_it_was(tmp_path, monkeypatch):
     tune.write_tuned(path, "smoke", {"sine-resnet/sgd": {"choice": 0.1}})
     before = path.read_text()
     _full_disk_for(monkeypatch, "tuned.json.tmp")
-    with pytest.raises(runner.StoreError, match="tuned.json: No space left on device"):
+    with pytest.raises(StoreError, match="tuned.json: No space left on device"):
         tune.write_tuned(path, "smoke", {"sine-resnet/sgd": {"choice": 0.3}})
     assert path.read_text() == before and _files(tmp_path) == ["tuned.json"]
 
@@ -245,27 +246,27 @@ def test_data_download_into_an_unwritable_data_dir(capsys, tmp_path):
 
 def test_a_run_holds_its_lock_while_it_runs(tiny, capsys, tmp_path, monkeypatch):
     refusals = []
-    real_execute = runner.execute
+    real_execute = executors.execute
 
     def execute(run, cells, **kwargs):
-        with pytest.raises(runner.RunError) as info, runner.hold(run):  # a second taker, meanwhile
+        with pytest.raises(RunError) as info, store.hold(run):  # a second taker, meanwhile
             pass
         refusals.append(str(info.value))
         return real_execute(run, cells, **kwargs)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(executors, "execute", execute)
     assert cli.main([*TINY, "--out", str(tmp_path)]) == 0
     assert len(refusals) == 1
     assert f"is in use by pid {os.getpid()} on {socket.gethostname()} since " in refusals[0]
-    with runner.hold(runner.load_run(tmp_path, "tiny", refusals[0].split()[1])[0]):
+    with store.hold(store.load_run(tmp_path, "tiny", refusals[0].split()[1])[0]):
         pass  # freed when the run ended
 
 
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from suites import runner
-with runner.hold(runner.Run("smoke", sys.argv[2], Path(sys.argv[1]))):
+from suites import store
+with store.hold(store.Run("smoke", sys.argv[2], Path(sys.argv[1]))):
     print("held", flush=True)
     time.sleep(120)
 """
@@ -273,8 +274,10 @@ with runner.hold(runner.Run("smoke", sys.argv[2], Path(sys.argv[1]))):
 
 def test_second_resume_fails_fast_and_a_killed_holder_frees_the_lock(tmp_path):
     suite = grids.get_suite("smoke")
-    cells = runner.plan(suite, backends=["torch"], problems_filter=["sine-resnet"], algorithms_filter=["sgd"], steps=1)
-    with runner.started_run(tmp_path, suite.name, cells, {}) as (run, _):
+    cells = planning.plan(
+        suite, backends=["torch"], problems_filter=["sine-resnet"], algorithms_filter=["sgd"], steps=1
+    )
+    with store.started_run(tmp_path, suite.name, cells, {}) as (run, _):
         pass
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     holder = subprocess.Popen(
@@ -307,5 +310,5 @@ def test_second_resume_fails_fast_and_a_killed_holder_frees_the_lock(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
         holder.stdout.close()
-    with runner.hold(run):  # the killed holder's lock went with its process
+    with store.hold(run):  # the killed holder's lock went with its process
         assert json.loads((run.run_dir / "lock").read_text())["pid"] == os.getpid()

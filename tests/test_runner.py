@@ -18,15 +18,15 @@ from conftest import tiny_suite
 
 import implementations
 from implementations import spec
-from suites import grids, memory, problems, runner, schema, tune
+from suites import executors, grids, memory, planning, problems, provenance, runner, schema, store, training, tune
 
 
 def _cells(suite, **kw):
-    return runner.plan(suite, **kw)
+    return planning.plan(suite, **kw)
 
 
 def _run_one(cell, suite="tiny"):
-    return runner.run_cell(cell, runner.Run(suite, "test", None))
+    return training.run_cell(cell, store.Run(suite, "test", None))
 
 
 def test_rows_at_eval_points_with_timing(fake_backend):
@@ -68,8 +68,8 @@ def test_timing_protocol(fake_backend):
 
 
 def test_long_blocks_are_split():
-    assert list(runner._blocks(120, 120)) == [(1, False), (51, False), (101, False), (120, True)]
-    assert list(runner._blocks(5, 2)) == [(1, False), (2, True), (4, True), (5, True)]
+    assert list(training._blocks(120, 120)) == [(1, False), (51, False), (101, False), (120, True)]
+    assert list(training._blocks(5, 2)) == [(1, False), (2, True), (4, True), (5, True)]
 
 
 @pytest.mark.parametrize(
@@ -78,10 +78,10 @@ def test_long_blocks_are_split():
 def test_blocks_follow_the_rule(steps, eval_every):
     """The first step alone; blocks of at most MAX_BLOCK steps ending at every evaluation
     point (every eval_every steps, and the last step) and flagged exactly there."""
-    blocks = list(runner._blocks(steps, eval_every))
+    blocks = list(training._blocks(steps, eval_every))
     ends = [end for end, _ in blocks]
     assert ends[0] == 1 and ends[-1] == steps and ends == sorted(set(ends))
-    assert all(b - a <= runner.MAX_BLOCK for a, b in itertools.pairwise(ends))
+    assert all(b - a <= training.MAX_BLOCK for a, b in itertools.pairwise(ends))
     evals = set(range(eval_every, steps + 1, eval_every)) | {steps}
     assert {end for end, is_eval in blocks if is_eval} == evals
 
@@ -134,7 +134,7 @@ def test_suite_continues_past_failures_and_writes_parts(fake_backend, tmp_path):
     assert last == ["error", "diverged", "ok"]
     assert "sine-resnet.sgd.fake.float32.s0: error: RuntimeError" in log.getvalue()
     for cell in cells:
-        assert runner.Run("tiny", path.stem, tmp_path).part_path(cell).is_file()
+        assert store.Run("tiny", path.stem, tmp_path).part_path(cell).is_file()
     assert not list(tmp_path.rglob("*.tmp"))
     traces = list(tmp_path.rglob("*.traceback.txt"))
     assert len(traces) == 1 and "fake failure" in traces[0].read_text()
@@ -147,14 +147,14 @@ def test_suite_continues_past_failures_and_writes_parts(fake_backend, tmp_path):
 def test_git_provenance_only_from_the_checkout_itself(monkeypatch, tmp_path):
     """Installed from a wheel, the code sits in site-packages; a work tree above it (a venv
     under .nox/ here) is not its source, so the run records no commit."""
-    sha = runner._git("rev-parse", "HEAD")
+    sha = provenance._git("rev-parse", "HEAD")
     if sha is None:
         pytest.skip("not running from a git checkout")
     assert len(sha.strip()) == 40
-    monkeypatch.setattr(runner, "REPO_ROOT", runner.REPO_ROOT / "suites")  # inside the work tree, not its top
-    assert runner._git("rev-parse", "HEAD") is None
-    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)  # no work tree at all
-    assert runner._git("status", "--porcelain") is None
+    monkeypatch.setattr(provenance, "REPO_ROOT", provenance.REPO_ROOT / "suites")  # inside the work tree, not its top
+    assert provenance._git("rev-parse", "HEAD") is None
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)  # no work tree at all
+    assert provenance._git("status", "--porcelain") is None
 
 
 def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
@@ -162,7 +162,7 @@ def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
     cells = _cells(suite)
     path = runner.run_suite(suite, cells, out=tmp_path, options={}, show_progress=False)
     first, _ = schema.read_results(path)
-    run = runner.Run("tiny", path.stem, tmp_path)
+    run = store.Run("tiny", path.stem, tmp_path)
     # simulate an interruption: one cell's part never written, no run file
     lost = cells[3]
     run.part_path(lost).unlink()
@@ -194,27 +194,27 @@ def test_resume_retries_skipped_cells(fake_backend, tmp_path):
 
 def test_resume_of_unknown_run_is_an_error(tmp_path):
     with pytest.raises(runner.RunError, match="no run"):
-        runner.load_run(tmp_path, "tiny", "20260101T000000Z-abcd")
+        store.load_run(tmp_path, "tiny", "20260101T000000Z-abcd")
     with pytest.raises(runner.RunError, match="malformed"):
-        runner.load_run(tmp_path, "tiny", "../etc")
+        store.load_run(tmp_path, "tiny", "../etc")
 
 
 def test_thread_pool_executor_records_concurrency(fake_backend, tmp_path):
     suite = tiny_suite()
     cells = _cells(suite)
-    with runner.started_run(tmp_path, "tiny", cells, {}) as (run, _), ThreadPoolExecutor(2) as pool:
-        rows = runner.execute(run, cells, executor=pool, concurrency=2, show_progress=False)
+    with store.started_run(tmp_path, "tiny", cells, {}) as (run, _), ThreadPoolExecutor(2) as pool:
+        rows = executors.execute(run, cells, executor=pool, concurrency=2, show_progress=False)
     assert set(rows) == {c.cell_id for c in cells}
     assert all((df["concurrency"] == 2).all() for df in rows.values())
 
 
 def test_plan_checks_names_and_scales(fake_backend):
     suite = tiny_suite(steps=100, eval_every=10)
-    cells = runner.plan(suite, steps_scale=0.05, seeds=(0, 1), dtype="float64")
+    cells = planning.plan(suite, steps_scale=0.05, seeds=(0, 1), dtype="float64")
     assert len(cells) == 6 and cells[0].steps == 5 and cells[0].eval_every == 1
     assert all(c.dtype == "float64" for c in cells)
-    assert runner.plan(suite, algorithms_filter=["adam"])[0].label == "adam"
-    assert runner.plan(suite, backends=["reference"])[0].dtype == "float64"  # reference runs float64
+    assert planning.plan(suite, algorithms_filter=["adam"])[0].label == "adam"
+    assert planning.plan(suite, backends=["reference"])[0].dtype == "float64"  # reference runs float64
     for kw, msg in (
         ({"backends": ["nope"]}, "unknown backend"),
         ({"problems_filter": ["nope"]}, "unknown problem"),
@@ -224,12 +224,14 @@ def test_plan_checks_names_and_scales(fake_backend):
         ({"steps_scale": 0.0}, "steps-scale"),
     ):
         with pytest.raises(runner.RunError, match=msg):
-            runner.plan(suite, **kw)
+            planning.plan(suite, **kw)
 
 
 def test_cell_json_round_trip():
-    cell = runner.Cell("digits-mlp-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25), "torch", 2, 10, 5, "float32", "cpu")
-    back = runner.Cell.from_json(json.loads(json.dumps(cell.to_json())))
+    cell = planning.Cell(
+        "digits-mlp-ternary", "dmsa", spec.DMSA(levels=3, rho=0.25), "torch", 2, 10, 5, "float32", "cpu"
+    )
+    back = planning.Cell.from_json(json.loads(json.dumps(cell.to_json())))
     assert back == cell and back.cell_id == "digits-mlp-ternary.dmsa.torch.float32.s2"
 
 
@@ -313,8 +315,8 @@ def test_tune_never_picks_a_diverged_lr(fake_backend):
 
 
 def test_as_float_sums_and_reads_numpy():
-    assert runner._as_float(np.float32(2.5)) == 2.5
-    assert runner._as_float(np.array([1, 2, 3])) == 6.0
+    assert training._as_float(np.float32(2.5)) == 2.5
+    assert training._as_float(np.array([1, 2, 3])) == 6.0
 
 
 def test_tune_grows_the_grid_past_a_winning_edge(fake_backend):
@@ -392,7 +394,7 @@ def test_one_thread_sets_only_flags_xla_accepts():
     reads a bare token as a flags file and aborts, or ignores it beside other flags) and a
     jax computation runs under them."""
     code = (
-        "import os; from suites import runner; runner.set_threads(1); "
+        "import os; from suites import executors; executors.set_threads(1); "
         "flags = os.environ['XLA_FLAGS'].split(); assert flags and all(f.startswith('--') for f in flags), flags; "
         "import jax.numpy as jnp; print(float(jnp.arange(4.0).sum()))"
     )

@@ -152,9 +152,9 @@ def test_a_run_file_records_the_facts_its_report_reads(tiny, fake_backend, capsy
     """The runner records each problem's facts and each label's algorithm; ``read_run``
     reads them back as the registry had them when the run was made."""
     from suites import __main__ as cli
-    from suites import problems, runner
+    from suites import executors, problems
 
-    monkeypatch.setattr(runner, "set_threads", lambda n: None)  # keep this process's torch as it is
+    monkeypatch.setattr(executors, "set_threads", lambda n: None)  # keep this process's torch as it is
     assert cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--jobs", "1"]) == 0
     path = capsys.readouterr().out.splitlines()[-1]
     _, _, facts = schema.read_run(path)

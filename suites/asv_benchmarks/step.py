@@ -33,9 +33,9 @@ def _entries(problem: str) -> list[str]:
 
 def _trainer(problem_name: str, label: str, backend: str):
     import implementations
-    from suites import grids, problems, runner
+    from suites import executors, grids, problems
 
-    runner.set_threads(1)  # as the suite's cells run
+    executors.set_threads(1)  # as the suite's cells run
     entry = next(e for e in grids.get_suite("default").entries if (e.problem, e.label) == (problem_name, label))
     problem = problems.get_problem(problem_name)
     reasons = implementations.why_not(entry.hp, backend, problem, DEVICE)

@@ -2,7 +2,7 @@
 set it), so the test suite never spends minutes timing steps.
 
 Every cell of the suite runs on one intra-op thread (``python -m suites run``'s default),
-and the benchmarks time steps the same way: ``runner.set_threads(1)`` here, before any
+and the benchmarks time steps the same way: ``executors.set_threads(1)`` here, before any
 JAX computation starts XLA's CPU client."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 if os.environ.get("MSABENCH_BENCHMARKS") != "1":
     collect_ignore_glob = ["test_*.py"]
 else:
-    from suites import runner
+    from suites import executors
 
-    runner.set_threads(int(os.environ.get("MSABENCH_THREADS", "1")))
+    executors.set_threads(int(os.environ.get("MSABENCH_THREADS", "1")))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -1,0 +1,37 @@
+"""The runner's two errors, in a module of their own so that every part of the runner
+(and any front end: the CLI, a notebook, a future Dask driver) can raise and catch them
+without importing the others."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from suites.store import Run
+
+
+class RunError(ValueError):
+    """Bad input to a run (unknown names, a missing run to resume, a run in use); one-line
+    message.
+
+    ``run`` is None while nothing is written yet. ``runner.start``/``runner.resume`` set it
+    when the error stopped a run that had started: its finished cells are kept, and it can
+    be resumed once the cause is fixed."""
+
+    run: Run | None = None
+
+
+class StoreError(RunError):
+    """A run's files could not be written or read (read-only or full disk, ``--out`` below a
+    file, ``/proc``); one-line message naming the path and the system's reason."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a started run; ``run`` is that run (its finished cells are kept).
+
+    A ``KeyboardInterrupt``, so that callers who catch that (a notebook) see no difference;
+    the CLI uses ``run`` to print the command that finishes it."""
+
+    def __init__(self, run: Run):
+        super().__init__(f"run {run.run_id} interrupted")
+        self.run = run
