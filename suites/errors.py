@@ -1,4 +1,4 @@
-"""The runner's two errors, in a module of their own so that every part of the runner
+"""The runner's errors, in a module of their own so that every part of the runner
 (and any front end: the CLI, a notebook, a future Dask driver) can raise and catch them
 without importing the others."""
 
@@ -35,3 +35,11 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run: Run):
         super().__init__(f"run {run.run_id} interrupted")
         self.run = run
+
+
+class CellLost(RuntimeError):
+    """The process (or cluster worker) running a cell died, or its connection was lost,
+    before the cell returned. Lost is not failed: the cell gets no part, so ``--resume``
+    runs it again. Executors raise it from a cell's future (a process pool's
+    ``BrokenProcessPool``, Dask's ``KilledWorker`` after its retries) and ``execute``
+    treats it alike whatever the executor."""
