@@ -143,7 +143,12 @@ def kernels(session: nox.Session) -> None:
     session.run("python", "tests/bench/kernels.py", *session.posargs)
 
 
-@nox.session
+# The venv sees the interpreter's own packages (``--system-site-packages``): the heavy
+# dependencies (torch, jax) that .ci/run already installed there are not unpacked a second
+# time, which cost CI minutes; what the interpreter lacks pip installs into the venv. The
+# wheel itself always goes into the venv (``--force-reinstall``), and the check proves
+# every package is imported from there.
+@nox.session(venv_params=["--system-site-packages"])
 def wheel(session: nox.Session) -> None:
     """The package as a user installs it: build the sdist and, from it, the wheel; install
     that wheel (not editable) into this session's venv; then, in a temporary folder outside
@@ -159,9 +164,10 @@ def wheel(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), str(CHECKOUT))
     (built,) = dist.glob("msabench-*.whl")
     session.install(TORCH)
-    # a reused venv holds the wheel of an earlier run under the same version, which pip would keep
-    session.run("python", "-m", "pip", "uninstall", "--yes", "msabench", silent=True)
-    session.install(str(built))
+    session.install(str(built))  # its dependencies, where the interpreter lacks them
+    # the wheel itself, into the venv, even where a reused venv or the interpreter holds one
+    # of the same version (which pip would otherwise keep)
+    session.install("--force-reinstall", "--no-deps", str(built))
     session.chdir(work)
     outside = {"PYTHONPATH": None}  # a PYTHONPATH naming the checkout would hide the wheel
     run = ("python", "-m", "suites", "run")
