@@ -221,6 +221,14 @@ def test_interrupted_run_stops_its_workers_and_resumes(runs, how, status):
     assert len(parts) == CELLS_OF[2] and all(s == {"ok"} for s in parts.values()), parts
 
 
+def test_fresh_process_runs_each_cell_in_a_new_worker(runs):
+    p = runs("--jobs", "1", "--fresh-process")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    pids = [pid for _, pid in _marks(runs)]
+    assert len(pids) == 3 and len(set(pids)) == 3 and p.pid not in pids
+
+
 # ---------------------------------------------------------------------------------------
 # In this process: lost cells through any executor, errors rerun on request
 # ---------------------------------------------------------------------------------------
