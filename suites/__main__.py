@@ -3,7 +3,7 @@
     msabench run SUITE [--backend B ...] [--device auto|cpu|cuda] [--dtype float32|float64]
                        [--out DIR] [--resume RUN_ID] [--jobs N] [--seeds N]
                        [--steps-scale F | --steps N | --epochs E] [--data-dir DIR]
-                       [--problem P ...] [--algorithm A ...] [--quiet]
+                       [--problem P ...] [--algorithm A ...] [--fresh-process] [--retry-errors] [--quiet]
     msabench list
     msabench data [--data-dir DIR] [--download NAME ...]   (see suites/datasets.py)
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
@@ -12,7 +12,9 @@
 
 ``run`` checks every input before it creates anything; bad input prints one line
 ``msabench: error: ...`` on stderr and exits 2. On success the run file's path is the last
-line on stdout.
+line on stdout. A run stopped by Ctrl-C or SIGTERM prints the command that finishes it and
+exits 130 (SIGINT) or 143 (SIGTERM); one whose cells were lost with their worker prints
+it too, and exits 1.
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="intra-op threads per cell (default 1: these small problems step fastest, and time most "
         "reproducibly, on one thread)",
     )
+    p.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="run every cell in a new worker process (no JAX preallocation, caches or peak memory "
+        "carried from one cell to the next; costs a process start per cell)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="with --resume: also rerun the cells that ended with an error"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -104,14 +115,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run (``runner.start``) or resume (``runner.resume``) the suite and print the run
     file; turn the runner's errors into the exit status and, for a run that had started,
     the command that finishes it."""
-    from suites import grids, runner
+    from suites import grids, runner, stopping
+
+    stopping.hold_after_stop()  # this process exits once its run stopped: later Ctrl-Cs wait for that
 
     try:
         suite = grids.get_suite(args.suite)
     except KeyError as e:
         fail(e.args[0])
     out = Path(args.out)
-    common = {"data_dir": args.data_dir, "jobs": args.jobs, "threads": args.threads, "show_progress": not args.quiet}
+    common = {
+        "data_dir": args.data_dir,
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "fresh_process": args.fresh_process,
+        "show_progress": not args.quiet,
+    }
+    if args.retry_errors and args.resume is None:
+        fail("--retry-errors needs --resume RUN_ID (a new run has no cells to retry)")
     try:
         if args.resume is not None:
             given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
@@ -119,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 fail(
                     f"{', '.join(given)} cannot be combined with --resume (the run's options are fixed in its run.json)"
                 )
-            path = runner.resume(out, suite.name, args.resume, **common)
+            path = runner.resume(out, suite.name, args.resume, retry_errors=args.retry_errors, **common)
         else:
             path = runner.start(
                 suite,
@@ -138,14 +159,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     except runner.RunInterrupted as e:
         print(
-            f"{PROG}: interrupted; finished cells are kept. Finish the run with: "
+            f"{PROG}: interrupted; finished cells are kept. Resume with: "
             f"{_resume_command(suite.name, out, e.run.run_id)}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + e.signum  # as a shell reports a process ended by that signal: 130 or 143
     except runner.RunError as e:
         if e.run is None:  # nothing was written
             fail(str(e))
+        if isinstance(e, runner.CellsLost):  # the other cells finished; the lost ones have no part
+            fail(f"{e}; resume with: {_resume_command(suite.name, out, e.run.run_id)}", status=1)
         if isinstance(e, runner.StoreError):
             fail(
                 f"{e} (finished cells are kept; once fixed, finish with: {_resume_command(suite.name, out, e.run.run_id)})"

@@ -4,6 +4,7 @@ without importing the others."""
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,14 +28,17 @@ class StoreError(RunError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a started run; ``run`` is that run (its finished cells are kept).
+    """Ctrl-C (SIGINT) or SIGTERM stopped a started run; ``run`` is that run (its finished
+    cells are kept) and ``signum`` the signal.
 
     A ``KeyboardInterrupt``, so that callers who catch that (a notebook) see no difference;
-    the CLI uses ``run`` to print the command that finishes it."""
+    the CLI uses ``run`` to print the command that finishes it, and exits 128 + ``signum``
+    (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process that signal ended."""
 
-    def __init__(self, run: Run):
-        super().__init__(f"run {run.run_id} interrupted")
+    def __init__(self, run: Run, signum: int = signal.SIGINT):
+        super().__init__(f"run {run.run_id} interrupted by {signal.Signals(signum).name}")
         self.run = run
+        self.signum = int(signum)
 
 
 class CellLost(RuntimeError):
@@ -43,3 +47,14 @@ class CellLost(RuntimeError):
     runs it again. Executors raise it from a cell's future (a process pool's
     ``BrokenProcessPool``, Dask's ``KilledWorker`` after its retries) and ``execute``
     treats it alike whatever the executor."""
+
+
+class CellsLost(RunError):
+    """Some cells of a run were lost (``CellLost``): they have no part, the other cells
+    finished, and ``--resume`` runs the lost ones again. Raised by ``execute`` once every
+    other cell is done; ``cells`` are their ids."""
+
+    def __init__(self, cells: list[str]):
+        n = len(cells)
+        super().__init__(f"{n} cell{'s' if n != 1 else ''} lost (worker died; first: {cells[0]})")
+        self.cells = cells

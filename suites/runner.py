@@ -6,7 +6,8 @@ the runner's parts.
     suites/training.py    run_cell: one cell's timed loop, evaluation and rows (the timing contract)
     suites/executors.py   the Executor protocol, SerialExecutor, the process pool, threads; execute
     suites/provenance.py  environment(): time, git, versions, device, threads, the problems' facts
-    suites/errors.py      RunError, StoreError, RunInterrupted
+    suites/stopping.py    signals: workers ignore Ctrl-C and die with the driver; SIGTERM as Ctrl-C
+    suites/errors.py      RunError, StoreError, RunInterrupted, CellLost, CellsLost
 
 ``start`` (a new run from a suite and options) and ``resume`` (an interrupted run) do all
 that ``msabench run`` does: every check before anything is written (output folder, device,
@@ -17,25 +18,28 @@ end (a notebook, a driver on a cluster) calls the same two functions. ``run_suit
 a run of cells planned by the caller, with the caller's options record.
 
 Errors: ``RunError`` (``StoreError`` for the run's files) with ``run`` unset means nothing
-was written; with ``run`` set, the run had started and can be resumed. Ctrl-C during the
-cells is ``RunInterrupted``, a ``KeyboardInterrupt`` naming the run.
+was written; with ``run`` set, the run had started and can be resumed (``CellsLost``: some
+cells' workers died, the others finished). Ctrl-C or SIGTERM during the cells is
+``RunInterrupted``, a ``KeyboardInterrupt`` naming the run and the signal: the workers are
+ended within seconds, and no interrupted cell gets a part.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from suites import PROG, datasets, executors, grids, planning, store
-from suites.errors import RunError, RunInterrupted, StoreError
+from suites import PROG, datasets, executors, grids, planning, stopping, store
+from suites.errors import CellsLost, RunError, RunInterrupted, StoreError
 from suites.executors import Executor
 from suites.planning import Cell
 from suites.store import Run
 
-__all__ = ["RunError", "RunInterrupted", "StoreError", "resume", "run_suite", "start"]
+__all__ = ["CellsLost", "RunError", "RunInterrupted", "StoreError", "resume", "run_suite", "start"]
 
 
 def start(
@@ -55,6 +59,7 @@ def start(
     jobs: int = 1,
     threads: int | None = None,
     executor: Executor | None = None,
+    fresh_process: bool = False,
     command: str | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
@@ -67,7 +72,9 @@ def start(
     the cache folder) and is exported, so worker processes read the same data. ``jobs`` is
     the number of cells at once (0: ``executors.auto_jobs``); ``threads`` the intra-op
     threads per cell, set in this process too when cells run here (None: this process's
-    are left as they are). ``command`` is recorded in the options, as the CLI's command line.
+    are left as they are). ``fresh_process`` runs every cell in a new worker process
+    (``executors.LocalPool``). ``command`` is recorded in the options, as the CLI's command
+    line.
 
     Raises ``RunError`` before anything is written for bad input; warnings (an unreadable
     tune file, absent data sets, whose cells are skipped) go to ``log``.
@@ -111,6 +118,7 @@ def start(
         "algorithms": None if algorithms_filter is None else list(algorithms_filter),
         "jobs": jobs,
         "threads": threads,  # per cell
+        "fresh_process": fresh_process,
         "command": command,
     }
     return run_suite(
@@ -121,6 +129,7 @@ def start(
         jobs=jobs,
         threads=threads,
         executor=executor,
+        fresh_process=fresh_process,
         show_progress=show_progress,
         log=log,
     )
@@ -135,6 +144,7 @@ def run_suite(
     jobs: int = 1,
     threads: int | None = None,
     executor: Executor | None = None,
+    fresh_process: bool = False,
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
@@ -142,7 +152,8 @@ def run_suite(
     write the run file, holding the run's lock throughout; return the run file's path.
     ``start`` without its checks: the caller planned the cells."""
     with store.started_run(Path(out), suite.name, cells, options) as (run, doc):
-        return _execute(run, cells, doc, jobs, threads, executor, show_progress, log)
+        how = {"jobs": jobs, "threads": threads, "executor": executor, "fresh_process": fresh_process}
+        return _execute(run, cells, doc, how, show_progress, log)
 
 
 def resume(
@@ -154,16 +165,20 @@ def resume(
     jobs: int = 1,
     threads: int | None = None,
     executor: Executor | None = None,
+    fresh_process: bool = False,
+    retry_errors: bool = False,
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
     """Finish an interrupted run: run the cells of its ``run.json`` that ``store.to_run``
-    picks (no part yet, or a skipped one) and write the run file; return its path.
+    picks (no part yet, or a skipped one; with ``retry_errors`` also those that failed
+    with an ``error``) and write the run file; return its path.
 
     The run is locked as soon as it is found (``RunError`` naming the holder when another
     process has it), then checked like a new one (data sets) before ``run.json`` records
     the resumption. ``data_dir`` defaults to the one the run recorded; ``jobs`` and
-    ``threads`` are ``start``'s (the cells' own options are fixed in ``run.json``)."""
+    ``threads`` and ``fresh_process`` are ``start``'s (the cells' own options are fixed in
+    ``run.json``)."""
     run, cells, _ = store.load_run(Path(out), suite, run_id)
     with store.hold(run):
         doc = store.read_plan(run)  # as it is under the lock
@@ -173,7 +188,14 @@ def resume(
         jobs = jobs or executors.auto_jobs(device, len(cells))
         _fix_threads(jobs, threads)
         store.mark_resumed(run, doc)
-        return _execute(run, cells, doc, jobs, threads, executor, show_progress, log)
+        how = {
+            "jobs": jobs,
+            "threads": threads,
+            "executor": executor,
+            "fresh_process": fresh_process,
+            "retry_errors": retry_errors,
+        }
+        return _execute(run, cells, doc, how, show_progress, log)
 
 
 def _check_data(cells: list[Cell], log: TextIO | None) -> None:
@@ -197,21 +219,19 @@ def _execute(
     run: Run,
     cells: list[Cell],
     doc: dict[str, Any],
-    jobs: int,
-    threads: int | None,
-    executor: Executor | None,
+    how: dict[str, Any],
     show_progress: bool,
     log: TextIO | None,
 ) -> Path:
-    """Execute the run's cells and write its run file; an error or Ctrl-C from here on is
-    tagged with the run, which has started and keeps its finished cells."""
+    """Execute the run's cells (``how``: ``executors.execute``'s options) and write its run
+    file; an error, Ctrl-C or SIGTERM from here on is tagged with the run, which has
+    started and keeps its finished cells."""
     try:
-        executors.execute(
-            run, cells, jobs=jobs, threads=threads, executor=executor, show_progress=show_progress, log=log
-        )
-        return store.write_run_file(run, cells, doc)
+        with stopping.stop_on_signals():
+            executors.execute(run, cells, show_progress=show_progress, log=log, **how)
+            return store.write_run_file(run, cells, doc)
     except RunError as e:
         e.run = run
         raise
-    except KeyboardInterrupt as e:
-        raise RunInterrupted(run) from e
+    except KeyboardInterrupt as e:  # stopping.Signalled carries the signal; a plain one is Ctrl-C
+        raise RunInterrupted(run, getattr(e, "signum", signal.SIGINT)) from e

@@ -257,23 +257,36 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def write_part(run: Run, cell: Cell, df: pd.DataFrame, traceback: str | None = None) -> Path:
     """Write a cell's rows as its part file (atomically), and its traceback beside it when
-    it failed with one; return the part's path."""
+    it failed with one; return the part's path.
+
+    Only the driver (``executors.execute``) calls this: workers return rows, so a worker
+    needs no access to the run's folder, and a worker left running by a dead driver cannot
+    write into the run. A traceback left by an earlier attempt of the cell (rerun by
+    ``--retry-errors``) is removed when this attempt has none."""
     part = run.part_path(cell)
+    trace = part.with_suffix(".traceback.txt")
     if traceback:
-        write_text_atomic(part.with_suffix(".traceback.txt"), traceback)
+        write_text_atomic(trace, traceback)
+    else:
+        with _writing(trace, "remove"):
+            trace.unlink(missing_ok=True)
     return _write_parquet(df, part, {"suite": run.suite, "run_id": run.run_id, "cell_id": cell.cell_id})
 
 
-def to_run(run: Run, cell: Cell) -> bool:
-    """The resume rule: a cell (re)runs when it has no part yet, or a part of skipped rows
-    only (what it lacked, a data set or a GPU, may be here now)."""
+def to_run(run: Run, cell: Cell, retry_errors: bool = False) -> bool:
+    """The resume rule: a cell (re)runs when it has no part yet (never run, interrupted, or
+    lost with its worker), or a part of skipped rows only (what it lacked, a data set or a
+    GPU, may be here now); with ``retry_errors``, also when its part has an ``error`` row
+    (the cell raised: a bug since fixed, a flaky driver). ``ok`` and ``diverged`` cells
+    never run again."""
     part = run.part_path(cell)
     if not part.exists():
         return True
     try:
-        return bool((schema.read_results(part)[0]["status"] == "skipped").all())
+        status = schema.read_results(part)[0]["status"]
     except Exception:  # noqa: BLE001 - an unreadable part is rerun rather than trusted
         return True
+    return bool((status == "skipped").all() or (retry_errors and (status == "error").any()))
 
 
 def write_run_file(run: Run, cells: list[Cell], doc: dict[str, Any]) -> Path:

@@ -8,8 +8,9 @@ This module is the one home of the timing contract (docs/design.md §4): only
 ``trainer.put`` before the block starts, and step metrics (device scalars) are only read
 after the block has been timed. Evaluation runs outside the clock.
 
-``run_cell`` never raises for a failing cell: skipped, diverged and failed cells are rows
-with a status and a reason, and ``error_frame`` is the row of a cell whose worker died.
+``train_cell`` never raises for a failing cell: skipped, diverged and failed cells are rows
+with a status and a reason. It writes nothing: the driver writes the part
+(``executors.execute``), so a cell needs no access to the run's folder.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pandas as pd
 
 import implementations as registry
 from implementations import spec
-from suites import datasets, memory, problems, schema, store
+from suites import datasets, memory, problems, schema
 from suites.planning import Cell
 from suites.store import Run
 
@@ -108,9 +109,19 @@ def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
-    """Train one cell and return its rows; never raises for a failing cell (the failure
-    becomes a ``diverged``/``error``/``skipped`` row). When ``run.root`` is set the rows
-    are also written atomically as the cell's part file."""
+    """Train one cell and return its rows (``train_cell`` without the traceback)."""
+    return train_cell(cell, run, concurrency, progress)[0]
+
+
+def train_cell(
+    cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None
+) -> tuple[pd.DataFrame, str | None]:
+    """Train one cell; return its rows and, when it failed with one, the traceback.
+
+    Never raises for a failing cell (the failure becomes a ``diverged``/``error``/``skipped``
+    row) and writes nothing: ``run`` is read for the rows' identity only (its ``root`` is
+    not used), so the cell can run on a machine that cannot see the run's folder; the
+    driver writes the part."""
     base = _identity(run, cell, concurrency)
     tb: str | None = None
     try:
@@ -124,10 +135,7 @@ def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int
         rows = [{**base, "step": 0, "epoch": 0.0, "status": "error", "reason": schema.one_line(e)}]
     if rows and isinstance(rows[-1].get("_traceback"), str):
         tb = rows[-1].pop("_traceback")
-    df = schema.frame(rows)
-    if run.root is not None:
-        store.write_part(run, cell, df, tb)
-    return df
+    return schema.frame(rows), tb
 
 
 def _skip_reasons(cell: Cell, problem: problems.Problem) -> list[str]:
@@ -242,8 +250,9 @@ def _finish(rows: list[dict[str, Any]], compile_s: float, block_ms: list[float])
 
 
 def error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd.DataFrame:
-    """The one ``error`` row of a cell that raised outside ``run_cell`` (its worker process
-    died), written as its part like any other cell's rows."""
+    """The one ``error`` row of a cell whose task raised outside ``train_cell`` (its
+    arguments or result could not cross to or from the worker, say). A worker that died is
+    not this: that cell is lost (``errors.CellLost``) and gets no row."""
     row = {
         **_identity(run, cell, concurrency),
         "step": 0,
@@ -251,7 +260,4 @@ def error_frame(run: Run, cell: Cell, concurrency: int, e: BaseException) -> pd.
         "status": "error",
         "reason": schema.one_line(e),
     }
-    df = schema.frame([row])
-    if run.root is not None:
-        store.write_part(run, cell, df)
-    return df
+    return schema.frame([row])

@@ -92,7 +92,7 @@ def test_run_resume_and_summary(tiny, fake_backend, capsys, tmp_path, monkeypatc
         cli.main(["run", "tiny", "--out", str(tmp_path), "--quiet", "--seeds", "2", "--threads", "1", "--jobs", "1"])
         == 0
     )
-    assert threads == [1]
+    assert threads == [1] * 7  # in the runner before the run starts, then (idempotent) at each cell's start
     path = Path(capsys.readouterr().out.splitlines()[-1])
     df, meta = schema.read_results(path)
     assert meta["options"]["seeds"] == [0, 1] and meta["options"]["command"].startswith("msabench run tiny")
