@@ -4,6 +4,7 @@
                        [--out DIR] [--resume RUN_ID] [--jobs N] [--seeds N]
                        [--steps-scale F | --steps N | --epochs E] [--data-dir DIR]
                        [--problem P ...] [--algorithm A ...] [--quiet]
+                       [--executor local|dask [--scheduler tcp://HOST:PORT]]
     msabench list
     msabench data [--data-dir DIR] [--download NAME ...]   (see suites/datasets.py)
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
@@ -86,6 +87,19 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="intra-op threads per cell (default 1: these small problems step fastest, and time most "
         "reproducibly, on one thread)",
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where cells run: local (default: in this process, or a process pool for --jobs > 1) or dask "
+        "(a Dask LocalCluster of --jobs workers, or the cluster of --scheduler)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="with --executor dask: run the cells on the workers of this Dask scheduler (see README, "
+        "Running on a cluster)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -111,7 +125,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError as e:
         fail(e.args[0])
     out = Path(args.out)
-    common = {"data_dir": args.data_dir, "jobs": args.jobs, "threads": args.threads, "show_progress": not args.quiet}
+    if args.scheduler is not None and args.executor != "dask":
+        fail("--scheduler needs --executor dask")
+    if args.scheduler is not None and args.jobs:
+        fail("--jobs cannot be combined with --scheduler (the cluster's worker threads set the cells at once)")
+    common = {
+        "data_dir": args.data_dir,
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "executor": args.executor,
+        "scheduler": args.scheduler,
+        "show_progress": not args.quiet,
+    }
     try:
         if args.resume is not None:
             given = [f"--{o.replace('_', '-')}" for o in _CELL_OPTIONS if getattr(args, o) is not None]
