@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -188,10 +189,13 @@ def open_cluster(
             threads_per_worker=1,
             processes=True,
             resources={"GPU": 1} if gpu else None,
+            # the workers' and nannies' warnings (a task cancelled by Ctrl-C, a slow exit)
+            # would bury the runner's own lines; the dashboard keeps the workers' events
+            silence_logs=logging.ERROR,
         )
         with cluster, distributed.Client(cluster) as client:
             print(_dashboard_line(client), file=log)
-            yield DaskExecutor(client, setup)
+            yield from _until_done(DaskExecutor(client, setup))
         return
     try:
         client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S)
@@ -201,7 +205,16 @@ def open_cluster(
     with client:
         _check_workers(client, scheduler, gpu)
         print(_dashboard_line(client), file=log)
-        yield DaskExecutor(client, setup)
+        yield from _until_done(DaskExecutor(client, setup))
+
+
+def _until_done(executor: DaskExecutor) -> Iterator[DaskExecutor]:
+    """Yield ``executor``; however the run ends (Ctrl-C, an error), cancel the cells it
+    left queued, so that a shared cluster does not go on with a run nobody waits for."""
+    try:
+        yield executor
+    finally:
+        executor.shutdown(cancel_futures=True)
 
 
 def _check_workers(client: Any, scheduler: str, gpu: bool) -> None:
