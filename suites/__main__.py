@@ -4,6 +4,7 @@
                        [--out DIR] [--resume RUN_ID] [--jobs N] [--seeds N]
                        [--steps-scale F | --steps N | --epochs E] [--data-dir DIR]
                        [--problem P ...] [--algorithm A ...] [--fresh-process] [--retry-errors] [--quiet]
+                       [--executor local|dask [--scheduler tcp://HOST:PORT]]
     msabench list
     msabench data [--data-dir DIR] [--download NAME ...]   (see suites/datasets.py)
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
@@ -97,6 +98,19 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-errors", action="store_true", help="with --resume: also rerun the cells that ended with an error"
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where cells run: local (default: in this process, or a process pool for --jobs > 1) or dask "
+        "(a Dask LocalCluster of --jobs workers, or the cluster of --scheduler)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="with --executor dask: run the cells on the workers of this Dask scheduler (see README, "
+        "Running on a cluster)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -124,11 +138,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError as e:
         fail(e.args[0])
     out = Path(args.out)
+    if args.scheduler is not None and args.executor != "dask":
+        fail("--scheduler needs --executor dask")
+    if args.scheduler is not None and args.jobs:
+        fail("--jobs cannot be combined with --scheduler (the cluster's worker threads set the cells at once)")
     common = {
         "data_dir": args.data_dir,
         "jobs": args.jobs,
         "threads": args.threads,
         "fresh_process": args.fresh_process,
+        "executor": args.executor,
+        "scheduler": args.scheduler,
         "show_progress": not args.quiet,
     }
     if args.retry_errors and args.resume is None:

@@ -5,6 +5,7 @@ the runner's parts.
     suites/store.py       Run; the run folder, run.json, the lock, parts, the resume rule, the run file
     suites/training.py    run_cell: one cell's timed loop, evaluation and rows (the timing contract)
     suites/executors.py   the Executor protocol, SerialExecutor, the process pool, threads; execute
+    suites/dask_cluster.py  DaskExecutor, open_cluster: cells on a Dask cluster (``executor="dask"``)
     suites/provenance.py  environment(): time, git, versions, device, threads, the problems' facts
     suites/stopping.py    signals: workers ignore Ctrl-C and die with the driver; SIGTERM as Ctrl-C
     suites/errors.py      RunError, StoreError, RunInterrupted, CellLost, CellsLost
@@ -29,11 +30,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from suites import PROG, datasets, executors, grids, planning, stopping, store
+from suites import PROG, dask_cluster, datasets, executors, grids, planning, stopping, store
 from suites.errors import CellsLost, RunError, RunInterrupted, StoreError
 from suites.executors import Executor
 from suites.planning import Cell
@@ -58,7 +60,8 @@ def start(
     data_dir: str | os.PathLike | None = None,
     jobs: int = 1,
     threads: int | None = None,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    scheduler: str | None = None,
     fresh_process: bool = False,
     command: str | None = None,
     show_progress: bool = True,
@@ -75,6 +78,11 @@ def start(
     are left as they are). ``fresh_process`` runs every cell in a new worker process
     (``executors.LocalPool``). ``command`` is recorded in the options, as the CLI's command
     line.
+
+    ``executor`` is an ``Executor`` of the caller's, or ``"local"`` (None: the serial
+    executor or a process pool of ``jobs``), or ``"dask"``: a ``LocalCluster`` of ``jobs``
+    workers, or with ``scheduler`` (``tcp://HOST:PORT``) the cluster it serves, whose
+    worker threads then set ``jobs``; the scheduler is reached before anything is written.
 
     Raises ``RunError`` before anything is written for bad input; warnings (an unreadable
     tune file, absent data sets, whose cells are skipped) go to ``log``.
@@ -101,38 +109,41 @@ def start(
         algorithms_filter=algorithms_filter,
     )
     _check_data(cells, log)
-    # Everything is valid: from here on files are written.
     jobs = jobs or executors.auto_jobs(device, len(cells))
-    _fix_threads(jobs, threads)  # before the run starts, so its provenance records them
-    options = {
-        "suite": suite.name,
-        "backends": sorted({c.backend for c in cells}),
-        "device": device,
-        "dtype": dtype or "float32",
-        "seeds": sorted({c.seed for c in cells}),
-        "steps_scale": steps_scale or 1.0,
-        "steps": steps,
-        "epochs": epochs,
-        "data_dir": str(data_root),
-        "problems": None if problems_filter is None else list(problems_filter),
-        "algorithms": None if algorithms_filter is None else list(algorithms_filter),
-        "jobs": jobs,
-        "threads": threads,  # per cell
-        "fresh_process": fresh_process,
-        "command": command,
-    }
-    return run_suite(
-        suite,
-        cells,
-        out=out,
-        options=options,
-        jobs=jobs,
-        threads=threads,
-        executor=executor,
-        fresh_process=fresh_process,
-        show_progress=show_progress,
-        log=log,
-    )
+    with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs):
+        # Everything is valid and the cluster (if any) answers: from here on files are written.
+        _fix_threads(jobs, threads)  # before the run starts, so its provenance records them
+        options = {
+            "suite": suite.name,
+            "backends": sorted({c.backend for c in cells}),
+            "device": device,
+            "dtype": dtype or "float32",
+            "seeds": sorted({c.seed for c in cells}),
+            "steps_scale": steps_scale or 1.0,
+            "steps": steps,
+            "epochs": epochs,
+            "data_dir": str(data_root),
+            "problems": None if problems_filter is None else list(problems_filter),
+            "algorithms": None if algorithms_filter is None else list(algorithms_filter),
+            "jobs": jobs,
+            "threads": threads,  # per cell
+            "fresh_process": fresh_process,
+            "command": command,
+            "executor": "dask" if isinstance(opened, dask_cluster.DaskExecutor) else "local",
+            "scheduler": scheduler,
+        }
+        return run_suite(
+            suite,
+            cells,
+            out=out,
+            options=options,
+            jobs=jobs,
+            threads=threads,
+            executor=opened,
+            fresh_process=fresh_process,
+            show_progress=show_progress,
+            log=log,
+        )
 
 
 def run_suite(
@@ -164,7 +175,8 @@ def resume(
     data_dir: str | os.PathLike | None = None,
     jobs: int = 1,
     threads: int | None = None,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    scheduler: str | None = None,
     fresh_process: bool = False,
     retry_errors: bool = False,
     show_progress: bool = True,
@@ -177,8 +189,8 @@ def resume(
     The run is locked as soon as it is found (``RunError`` naming the holder when another
     process has it), then checked like a new one (data sets) before ``run.json`` records
     the resumption. ``data_dir`` defaults to the one the run recorded; ``jobs`` and
-    ``threads`` and ``fresh_process`` are ``start``'s (the cells' own options are fixed in
-    ``run.json``)."""
+    ``threads``, ``executor``, ``scheduler`` and ``fresh_process`` are ``start``'s, and may
+    differ from the run's first start (the cells' own options are fixed in ``run.json``)."""
     run, cells, _ = store.load_run(Path(out), suite, run_id)
     with store.hold(run):
         doc = store.read_plan(run)  # as it is under the lock
@@ -186,16 +198,17 @@ def resume(
         _check_data(cells, log)
         device = cells[0].device if cells else "cpu"
         jobs = jobs or executors.auto_jobs(device, len(cells))
-        _fix_threads(jobs, threads)
-        store.mark_resumed(run, doc)
-        how = {
-            "jobs": jobs,
-            "threads": threads,
-            "executor": executor,
-            "fresh_process": fresh_process,
-            "retry_errors": retry_errors,
-        }
-        return _execute(run, cells, doc, how, show_progress, log)
+        with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs):
+            _fix_threads(jobs, threads)
+            store.mark_resumed(run, doc)
+            how = {
+                "jobs": jobs,
+                "threads": threads,
+                "executor": opened,
+                "fresh_process": fresh_process,
+                "retry_errors": retry_errors,
+            }
+            return _execute(run, cells, doc, how, show_progress, log)
 
 
 def _check_data(cells: list[Cell], log: TextIO | None) -> None:
@@ -206,6 +219,36 @@ def _check_data(cells: list[Cell], log: TextIO | None) -> None:
         print(f"{PROG}: warning: {grids.TUNED_WARNING}", file=log)
     for name in planning.check_data(cells):
         print(f"{PROG}: data set {name!r} not found (its cells are skipped; see `{PROG} data`)", file=log)
+
+
+@contextmanager
+def _executor_for(
+    executor: Executor | str | None,
+    scheduler: str | None,
+    jobs: int,
+    threads: int | None,
+    cells: list[Cell],
+    log: TextIO | None,
+) -> Iterator[tuple[Executor | None, int]]:
+    """The executor ``start``/``resume`` were asked for, open for the run, and the cells at
+    once it gives (an attached cluster's worker threads; else ``jobs``). An executor object
+    or ``"local"``/None is passed through (None lets ``execute`` pick serial or a pool);
+    ``"dask"`` opens ``dask_cluster.open_cluster``, whose ``RunError`` (no Dask, no answer
+    from the scheduler) comes before the run writes anything."""
+    if isinstance(executor, str) and executor not in ("local", "dask"):
+        raise RunError(f"unknown executor {executor!r} (known: local, dask)")
+    if executor != "dask":
+        if scheduler is not None:
+            raise RunError("--scheduler needs --executor dask")
+        yield (None if executor == "local" else executor), jobs
+        return
+    setup = dask_cluster.WorkerSetup(
+        threads if threads is not None or scheduler is not None else executors.worker_threads(jobs),
+        os.environ.get(datasets.ENV_VAR),  # set by use_data_dir: the path every worker must have
+    )
+    gpu = any(c.device == "cuda" for c in cells)
+    with dask_cluster.open_cluster(scheduler, jobs=jobs, setup=setup, gpu=gpu, log=log) as dask_executor:
+        yield dask_executor, (jobs if scheduler is None else dask_cluster.cluster_threads(dask_executor.client))
 
 
 def _fix_threads(jobs: int, threads: int | None) -> None:
