@@ -6,6 +6,9 @@ the last step), or a single row when it was skipped. Columns, in file order:
 
 - identity: ``suite, run_id, cell_id, problem, algorithm, label, backend, device, dtype,
   seed``;
+- provenance of the cell, from the process that trained it: ``host``, ``device_name`` (the
+  CPU model or the GPU's name), ``git_sha`` and ``git_dirty`` (null when the code ran from
+  an installed wheel), ``versions`` (``name=version`` pairs, space-separated);
 - trajectory: ``step, epoch, time_s`` (cumulative timed step seconds, the first step
   excluded), ``compile_s`` (the first step's seconds), ``ms_per_step`` (the cell's median
   over its timed blocks after the first step), ``concurrency`` (cells sharing the device),
@@ -16,8 +19,10 @@ the last step), or a single row when it was skipped. Columns, in file order:
   null where the cell's algorithm has no such field;
 - outcome: ``status`` in ``STATUSES`` and ``reason`` (empty exactly when ``ok``).
 
-Provenance lives in the parquet key-value metadata, JSON under the key ``msabench``; it
-always holds ``schema_version`` (``SCHEMA_VERSION``). A *run file* also records what its
+The run's provenance (the process that started it) lives in the parquet key-value metadata,
+JSON under the key ``msabench``; it always holds ``schema_version`` (``SCHEMA_VERSION``).
+Where the two disagree (cells on several machines, a run resumed at another commit), the
+rows' provenance columns are the truth for each cell. A *run file* also records what its
 report needs, so a report never reads today's problem registry: per problem its weights,
 batch size, target and reference run (``ProblemFacts``), and per configuration label its
 algorithm (``RunFacts``); ``read_run`` refuses a run file without them.
@@ -47,7 +52,9 @@ import pyarrow.parquet as pq
 
 from implementations import spec
 
-SCHEMA_VERSION = 3  # 2: peak_rss_mib, peak_gpu_mib; 3: run facts (problems' targets, labels' algorithms)
+#: 2: peak_rss_mib, peak_gpu_mib; 3: run facts (problems' targets, labels' algorithms);
+#: 4: provenance per row (host, device_name, git_sha, git_dirty, versions)
+SCHEMA_VERSION = 4
 METADATA_KEY = b"msabench"
 STATUSES = ("ok", "diverged", "error", "skipped")
 TRAINED = ("ok", "diverged")  # statuses of cells that trained: their last row is their result
@@ -68,6 +75,16 @@ IDENTITY = (
     ("dtype", pa.string()),
     ("seed", pa.int64()),
 )
+#: where and with what code a cell ran; ``host`` and ``device_name`` are never null
+PROVENANCE = (
+    ("host", pa.string()),
+    ("device_name", pa.string()),
+    ("git_sha", pa.string()),
+    ("git_dirty", pa.bool_()),
+    ("versions", pa.string()),
+)
+#: the provenance columns every row must fill (compare matches cells by device name)
+PROVENANCE_REQUIRED = ("host", "device_name")
 TRAJECTORY = (
     ("step", pa.int64()),
     ("epoch", pa.float64()),
@@ -127,10 +144,10 @@ def _hp_types() -> dict[str, pa.DataType]:
 
 
 HP_TYPES = _hp_types()
-ARROW_SCHEMA = pa.schema([*IDENTITY, *TRAJECTORY, *METRICS, *HP_TYPES.items(), *OUTCOME])
+ARROW_SCHEMA = pa.schema([*IDENTITY, *PROVENANCE, *TRAJECTORY, *METRICS, *HP_TYPES.items(), *OUTCOME])
 COLUMNS = tuple(ARROW_SCHEMA.names)
 #: columns every results file must have (``hp_*`` may grow with new algorithms).
-REQUIRED = tuple(name for name, _ in (*IDENTITY, *TRAJECTORY, *METRICS, *OUTCOME))
+REQUIRED = tuple(name for name, _ in (*IDENTITY, *PROVENANCE, *TRAJECTORY, *METRICS, *OUTCOME))
 
 
 def hp_columns(hp: Any) -> dict[str, Any]:
@@ -277,6 +294,10 @@ def validate(df: pd.DataFrame) -> None:
         raise ResultsError("rows with status 'ok' must have an empty reason")
     if ((df["status"] != "ok") & (reasons == "")).any():
         raise ResultsError("rows with status other than 'ok' must give a reason")
+    for name in PROVENANCE_REQUIRED:
+        values = df[name]
+        if (values.isna() | (values.astype(str).str.strip() == "")).any():
+            raise ResultsError(f"rows without a {name} (every row names where its cell ran)")
 
 
 def one_line(e: BaseException) -> str:

@@ -9,7 +9,8 @@ The output folder may hold files of others (``reports/<suite>/summary.md``): the
 only replaces or deletes the files an earlier report listed in its manifest
 (``reports/publish.py``), and its destination is checked before anything is built.
 
-Sections, in order: header (runs, git, device, versions, date); coverage; convergence;
+Sections, in order: header (runs, git, device, versions, date, and where the cells ran:
+hosts, devices, commits, from the rows); coverage; convergence;
 final results; sparsity; speed; claims; reference overlay.
 """
 
@@ -128,13 +129,14 @@ def _header(doc: Document, runs: Runs) -> None:
         dirty = {True: "dirty", False: "clean", None: "unknown"}[m.get("git_dirty")]
         threads = (m.get("options") or {}).get("threads")
         items.append(
-            f"{m.get('run_id')}: git {m.get('git_sha') or 'unknown'} ({dirty}); device {m.get('device')} "
-            f"({m.get('device_name')}), {threads or 'default'} intra-op thread(s) per cell, "
+            f"{m.get('run_id')}: started at git {m.get('git_sha') or 'unknown'} ({dirty}); device "
+            f"{m.get('device')} ({m.get('device_name')}), {threads or 'default'} intra-op thread(s) per cell, "
             f"{(m.get('options') or {}).get('jobs', '?')} cell(s) at once; created {m.get('created')}, "
             f"finished {m.get('finished')}"
         )
     versions = first.get("versions") or {}
     items.append("packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    items += tables.where_cells_ran(runs.df)  # each cell's own provenance: the truth where runs span machines
     items.append(f"report built: {datetime.now(UTC).isoformat(timespec='seconds')}")
     doc.bullets(items)
     concurrency = pd.to_numeric(runs.df["concurrency"], errors="coerce").max()

@@ -22,7 +22,7 @@ import pandas as pd
 from msaresults import schema
 from msaresults.cli import Parser, fail
 from reports.load import ReportError, latest_run
-from reports.tables import finite, mean_sd, median_str, status_counts
+from reports.tables import finite, mean_sd, median_str, status_counts, where_cells_ran
 
 GROUP = ["problem", "label", "backend", "dtype"]
 
@@ -75,13 +75,14 @@ def render(df: pd.DataFrame, meta: dict[str, Any], source: str) -> str:
         f"# {meta.get('suite', '?')}: run {meta.get('run_id', '?')}",
         "",
         f"- results: `{source}`",
-        f"- git: {git}",
+        f"- git (at the start): {git}",
         (
             f"- device: {meta.get('device', '?')} ({meta.get('device_name', '?')}), "
             f"{threads.get('per_cell') or options.get('threads') or threads.get('torch', '?')} intra-op "
             f"thread(s) per cell, {options.get('jobs', '?')} cell(s) at once, CPUs {threads.get('cpu_count', '?')}"
         ),
         f"- created: {meta.get('created', '?')}, finished: {meta.get('finished', '?')}",
+        *(f"- {line}" for line in (where_cells_ran(df) if not df.empty else [])),
         "",
         (
             "Final = the last evaluation of each ok or diverged cell; mean ± sd over seeds. "

@@ -5,7 +5,9 @@
 - ``final_results``: per problem × label × backend, final test accuracy (or loss) mean ±
   sd over cells, median iterations and timed seconds to the problem's target, median
   ms/step and compile seconds;
-- ``speed``: median ms/step per problem × label × backend and the ratio to PyTorch eager.
+- ``speed``: median ms/step per problem × label × backend and the ratio to PyTorch eager;
+- ``where_cells_ran``: the hosts, devices, commits and package versions the cells ran on,
+  from each cell's own provenance columns.
 
 A cell is (run_id, cell_id) and its result its final row (``schema.final_rows``): the
 cells of every run given count as replicates (``reports/load.py``). Targets come from the
@@ -143,3 +145,45 @@ def speed(df: pd.DataFrame, base: str = "torch") -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _commit(sha, dirty) -> str:
+    if not isinstance(sha, str) or not sha:
+        return "unknown (not a git checkout)"
+    return sha + (" (dirty)" if dirty is True else "")
+
+
+def _counted(values: pd.Series, noun: str, plural: str, verb: str = "on") -> str:
+    """``cells ran on 1 host: a`` or ``cells ran on 2 hosts: a (3 cells), b (1 cell)``."""
+    counts = values.value_counts(sort=False)
+    if len(counts) == 1:
+        return f"cells ran {verb} 1 {noun}: {counts.index[0]}"
+    each = ", ".join(f"{v} ({n} cell{'s' if n != 1 else ''})" for v, n in counts.items())
+    return f"cells ran {verb} {len(counts)} {plural}: {each}"
+
+
+def _versions(text) -> dict[str, str]:
+    """``name=version name=version`` (the ``versions`` column) as a dict."""
+    pairs = (item.partition("=") for item in str(text or "").split())
+    return {name: version for name, _, version in pairs if version}
+
+
+def where_cells_ran(df: pd.DataFrame) -> list[str]:
+    """Where the cells ran, as the process that trained each recorded it: one line each for
+    hosts, devices and commits, with the cell counts when there are several, and one line
+    per package whose version differed between cells. A resumed run, or one spread over a
+    cluster, can differ from the commit and device its metadata names (its start)."""
+    last = final_rows(df)
+    devices = last["device"].astype(str) + "/" + last["device_name"].astype(str)
+    commits = pd.Series([_commit(s, d) for s, d in zip(last["git_sha"], last["git_dirty"])], index=last.index)
+    lines = [
+        _counted(last["host"].astype(str), "host", "hosts"),
+        _counted(devices, "device", "devices"),
+        _counted(commits, "commit", "commits", "at"),
+    ]
+    per_cell = [_versions(v) for v in last["versions"]]
+    for name in dict.fromkeys(n for versions in per_cell for n in versions):
+        found = pd.Series([versions.get(name, "absent") for versions in per_cell])
+        if found.nunique() > 1:
+            lines.append(_counted(found, f"version of {name}", f"versions of {name}", "with"))
+    return lines

@@ -2,12 +2,15 @@
 
 BASE and NEW are run ids (looked up under ``--results-dir/<suite>/``) or run files.
 Without them: NEW is the newest run of ``--suite`` and BASE the newest earlier run of that
-suite on the same device (same ``device`` and ``device_name``); with no such run there is
-nothing to compare, which is not an error (``nox -s bench`` on a fresh machine).
+suite whose cells ran on a device NEW's cells ran on; with no such run there is nothing
+to compare, which is not an error (``nox -s bench`` on a fresh machine).
 
-For every (problem, label, backend, dtype) present in both runs, over the cells that
-trained (``ok`` or ``diverged``; a cell's result is its ``schema.final_rows`` row), one
-value per seed:
+Devices are matched per cell: each row names the device its cell ran on (``device`` and
+``device_name``, recorded by the process that trained it), and only cells on the same
+device are compared, so a speed-up is always a same-hardware ratio. For every (problem,
+label, backend, dtype) present in both runs and every device both runs have cells of it
+on, over the cells that trained (``ok`` or ``diverged``; a cell's result is its
+``schema.final_rows`` row), one value per seed:
 
 | metric | per-seed value | regressed when |
 |---|---|---|
@@ -27,12 +30,14 @@ estimate (one seed and one timed interval per cell in both runs) the metric is `
 judged``: speed is never called a regression without one. The mirror-image changes count
 as ``improved``. A row is ``regressed`` if any metric regressed, else ``improved`` if any
 improved, else ``unchanged``; a configuration whose cells stopped training (now all
-``error`` or ``skipped``) is ``regressed`` too.
+``error`` or ``skipped``) is ``regressed`` too. A configuration whose base and new cells
+share no device is ``not judged`` (the row names the devices), and cells on a device the
+other run lacks are left out (the row says so); neither fails ``--fail-on-regression``.
 
 Refused with one line (exit status 2), since their numbers do not compare or there is
 nothing to judge: runs of different suites, budgets (``options``: ``steps``, ``epochs``,
-``steps_scale``), devices or schema versions; a run without rows; runs without a
-configuration in common; unreadable metadata.
+``steps_scale``) or schema versions; runs whose cells share no device; a run without rows;
+runs without a configuration in common; unreadable metadata.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ from msaresults import schema
 from msaresults.cli import fail
 
 KEY = ["problem", "label", "backend", "dtype"]
+#: what a row says about the device its cell ran on; cells compare only on the same one
+DEVICE = ["device", "device_name"]
 REGRESSED, IMPROVED, UNCHANGED, NOT_JUDGED = "regressed", "improved", "unchanged", "not judged"
 #: the options that set a run's budget: runs that differ in one do not compare
 BUDGET_OPTIONS = ("steps", "epochs", "steps_scale")
@@ -106,24 +113,40 @@ def resolve(ref: str, results_dir: Path, suite: str) -> Path:
 
 
 def default_pair(results_dir: Path, suite: str) -> tuple[Path, Path] | None:
-    """(BASE, NEW): the newest run of ``suite`` and the newest earlier one on its device."""
+    """(BASE, NEW): the newest run of ``suite`` and the newest earlier one with cells on a
+    device NEW's cells ran on."""
     runs = sorted((results_dir / suite).glob("*.parquet"))
     if not runs:
         raise CompareError(f"no run files of suite {suite!r} under {results_dir / suite}")
     new = runs[-1]
-    device = _device(_raw_metadata(new))
+    _raw_metadata(new)  # NEW must be readable: it is what the user asked about
+    devices = _file_devices(new)
     for base in reversed(runs[:-1]):
         try:
             meta = _raw_metadata(base)
         except CompareError:
             continue  # an unreadable old file is no baseline
-        if _device(meta) == device and meta.get("schema_version") == schema.SCHEMA_VERSION:
+        if meta.get("schema_version") == schema.SCHEMA_VERSION and devices & _file_devices(base):
             return base, new
     return None
 
 
-def _device(meta: dict[str, Any]) -> tuple[str, str]:
-    return str(meta.get("device")), str(meta.get("device_name"))
+def _file_devices(path: Path) -> set[tuple[str, str]]:
+    """The (device, device_name) pairs a run file's rows name; empty when it has none (a
+    file of an older schema, without ``device_name``)."""
+    try:
+        table = pq.read_table(path, columns=DEVICE)
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return set()
+    return _devices(table.to_pandas())
+
+
+def _devices(rows: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(rows[DEVICE].astype(str).itertuples(index=False, name=None))
+
+
+def _device_text(devices: set[tuple[str, str]]) -> str:
+    return ", ".join(f"{d}/{name}" for d, name in sorted(devices)) or "none"
 
 
 def _budget(meta: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +163,6 @@ def _refuse_incomparable(mb: dict[str, Any], mn: dict[str, Any], base: Path, new
         raise CompareError(f"cannot compare runs of different suites: {mb.get('suite')!r} vs {mn.get('suite')!r}")
     if _budget(mb) != _budget(mn):
         raise CompareError(f"cannot compare runs of different budgets: {_budget(mb)} vs {_budget(mn)}")
-    if _device(mb) != _device(mn):
-        raise CompareError(
-            "cannot compare runs from different devices: "
-            f"{'/'.join(_device(mb))} ({base.name}) vs {'/'.join(_device(mn))} ({new.name})"
-        )
 
 
 def load_pair(base: Path, new: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
@@ -160,6 +178,11 @@ def load_pair(base: Path, new: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, 
     for path, df in ((base, db), (new, dn)):
         if df.empty:
             raise CompareError(f"run has no rows: {path}")
+    if not _devices(db) & _devices(dn):
+        raise CompareError(
+            "cannot compare runs from different devices: "
+            f"{_device_text(_devices(db))} ({base.name}) vs {_device_text(_devices(dn))} ({new.name})"
+        )
     return db, dn, mb, mn
 
 
@@ -252,48 +275,88 @@ def _judge_relative(b: pd.DataFrame, n: pd.DataFrame, column: str, threshold: fl
     return relative(vb, vn, threshold, spread)
 
 
+def _on_device(cells: pd.DataFrame, device: tuple[str, str]) -> pd.DataFrame:
+    return cells[(cells[DEVICE].astype(str) == pd.Series(device, index=DEVICE)).all(axis=1)]
+
+
+def _judge(base: pd.DataFrame, new: pd.DataFrame, b: pd.DataFrame, n: pd.DataFrame, t: Thresholds) -> dict:
+    """Every metric's (verdict, text) for one configuration on one device: ``b``/``n`` are
+    its trained final rows in each run, ``base``/``new`` all rows (the timing spreads)."""
+    inside = (within_cell_spread(base, b), within_cell_spread(new, n))
+    judged: dict[str, tuple[str, str]] = {"ms/step": _judge_relative(b, n, "ms_per_step", t.speed, inside)}
+    judged["compile s"] = _judge_relative(b, n, "compile_s", t.speed)
+    judged["peak RSS MiB"] = _judge_relative(b, n, "peak_rss_mib", t.speed)
+    judged["test acc %"] = absolute(_values(b, "test_acc"), _values(n, "test_acc"), t.accuracy, True, 100.0)
+    judged["non-zero"] = absolute(_values(b, "nonzero_frac"), _values(n, "nonzero_frac"), t.nonzero, False)
+    if not _values(n, "test_acc").size:
+        judged["test loss"] = _judge_relative(b, n, "test_loss", t.speed)
+    return judged
+
+
 def compare(base: pd.DataFrame, new: pd.DataFrame, t: Thresholds = Thresholds()) -> pd.DataFrame:
-    """One row per configuration in both runs: each metric as ``base → new (change)`` and
-    the verdict (module docstring). ``CompareError`` when no configuration is in both."""
+    """One row per configuration in both runs and device both ran its cells on: each metric
+    as ``base → new (change)`` and the verdict (module docstring); a configuration whose
+    runs share no device is one ``not judged`` row. ``CompareError`` when no configuration
+    is in both."""
     rows = []
+    base_finals, new_finals = schema.final_rows(base), schema.final_rows(new)
     base_cells, new_cells = schema.trained_finals(base), schema.trained_finals(new)
     in_base = set(map(tuple, base[KEY].to_numpy()))
     keys = [k for k in dict.fromkeys(map(tuple, new[KEY].to_numpy())) if k in in_base]
     if not keys:
         raise CompareError("no configuration (problem, label, backend, dtype) is in both runs")
     for key in keys:
-        b, n = (_select(cells, key) for cells in (base_cells, new_cells))
-        inside = (within_cell_spread(base, b), within_cell_spread(new, n))
-        judged: dict[str, tuple[str, str]] = {"ms/step": _judge_relative(b, n, "ms_per_step", t.speed, inside)}
-        judged["compile s"] = _judge_relative(b, n, "compile_s", t.speed)
-        judged["peak RSS MiB"] = _judge_relative(b, n, "peak_rss_mib", t.speed)
-        judged["test acc %"] = absolute(_values(b, "test_acc"), _values(n, "test_acc"), t.accuracy, True, 100.0)
-        judged["non-zero"] = absolute(_values(b, "nonzero_frac"), _values(n, "nonzero_frac"), t.nonzero, False)
-        if not _values(n, "test_acc").size:
-            judged["test loss"] = _judge_relative(b, n, "test_loss", t.speed)
-        verdicts = [v for v, _ in judged.values()]
-        stopped = len(b) > 0 and len(n) == 0
-        verdict = REGRESSED if stopped or REGRESSED in verdicts else IMPROVED if IMPROVED in verdicts else UNCHANGED
-        worse = [name for name, (v, _) in judged.items() if v == REGRESSED] + (["no cell trained"] if stopped else [])
-        rows.append(
-            {
-                **dict(zip(KEY, key)),
-                **{name: text for name, (_, text) in judged.items()},
-                "verdict": verdict,
-                "what": ", ".join(worse),
-                "not judged": ", ".join(name for name, (v, _) in judged.items() if v == NOT_JUDGED) or None,
-            }
-        )
+        on_base, on_new = _devices(_select(base_finals, key)), _devices(_select(new_finals, key))
+        shared = on_base & on_new
+        if not shared:
+            elsewhere = f"cells ran on other devices: base {_device_text(on_base)}, new {_device_text(on_new)}"
+            rows.append(
+                {
+                    **dict(zip(KEY, key)),
+                    "device": _device_text(on_new),
+                    "verdict": NOT_JUDGED,
+                    "what": "",
+                    "not judged": elsewhere,
+                }
+            )
+            continue
+        unmatched = (on_base | on_new) - shared
+        for device in sorted(shared):
+            b, n = (_on_device(_select(cells, key), device) for cells in (base_cells, new_cells))
+            judged = _judge(base, new, b, n, t)
+            verdicts = [v for v, _ in judged.values()]
+            stopped = len(b) > 0 and len(n) == 0
+            verdict = REGRESSED if stopped or REGRESSED in verdicts else IMPROVED if IMPROVED in verdicts else UNCHANGED
+            worse = [name for name, (v, _) in judged.items() if v == REGRESSED]
+            not_judged = [name for name, (v, _) in judged.items() if v == NOT_JUDGED]
+            if unmatched:
+                not_judged.append(f"cells on {_device_text(unmatched)} (no counterpart)")
+            rows.append(
+                {
+                    **dict(zip(KEY, key)),
+                    "device": _device_text({device}),
+                    **{name: text for name, (_, text) in judged.items()},
+                    "verdict": verdict,
+                    "what": ", ".join(worse + (["no cell trained"] if stopped else [])),
+                    "not judged": ", ".join(not_judged) or None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def render(table: pd.DataFrame, base: Path, new: Path) -> str:
-    lines = [f"base: {base}", f"new:  {new}", ""]
+    lines = [f"base: {base}", f"new:  {new}"]
+    hidden = ["problem"]
+    if table["device"].nunique() == 1:  # one device: said once, not on every row
+        lines.append(f"device: {table['device'].iloc[0]}")
+        hidden.append("device")
+    lines.append("")
     for problem, rows in table.groupby("problem", sort=False):
-        shown = rows.drop(columns=["problem"]).dropna(axis=1, how="all").fillna("–")
+        shown = rows.drop(columns=hidden).dropna(axis=1, how="all").fillna("–")
         lines += [f"== {problem}", shown.to_string(index=False), ""]
     counts = table["verdict"].value_counts()
-    lines.append(", ".join(f"{int(counts.get(v, 0))} {v}" for v in (REGRESSED, IMPROVED, UNCHANGED)))
+    shown_verdicts = [REGRESSED, IMPROVED, UNCHANGED] + ([NOT_JUDGED] if counts.get(NOT_JUDGED) else [])
+    lines.append(", ".join(f"{int(counts.get(v, 0))} {v}" for v in shown_verdicts))
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +368,7 @@ def render(table: pd.DataFrame, base: Path, new: Path) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="*", metavar="RUN", help="BASE NEW: run ids or run files (default: see --suite)")
     p.add_argument(
-        "--suite", default="default", help="without RUNs: its newest run against the previous one on the same device"
+        "--suite", default="default", help="without RUNs: its newest run against the previous one on the same devices"
     )
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--speed-threshold", type=float, default=Thresholds.speed, help="relative (default 0.10)")

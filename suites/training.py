@@ -27,7 +27,7 @@ import pandas as pd
 
 import implementations as registry
 from implementations import spec
-from suites import datasets, memory, problems, schema
+from suites import datasets, memory, problems, provenance, schema
 from suites.planning import Cell
 from suites.store import Run
 
@@ -91,7 +91,8 @@ def evaluate(trainer: spec.Trainer, state: Any, problem: problems.Problem, sets:
 
 
 def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
-    """The columns every row of a cell shares: identity, concurrency, hyperparameters."""
+    """The columns every row of a cell shares: identity, provenance, concurrency,
+    hyperparameters. The provenance is this process's: the one training the cell."""
     return {
         "suite": run.suite,
         "run_id": run.run_id,
@@ -103,6 +104,7 @@ def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
         "device": cell.device,
         "dtype": cell.dtype,
         "seed": cell.seed,
+        **provenance.cell_provenance(cell.device),
         "concurrency": concurrency,
         **schema.hp_columns(cell.hp),
     }

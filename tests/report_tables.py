@@ -31,6 +31,14 @@ STEPS = (0, 10, 20, 40, 80, 100)
 
 
 RUN_ID = "20260101T000000Z-test"
+#: every cell's provenance columns, as the metadata below names the run's start
+PROVENANCE = {
+    "host": "test-host",
+    "device_name": "test CPU",
+    "git_sha": "0123456789abcdef",
+    "git_dirty": True,
+    "versions": f"python=3.11 numpy={np.__version__}",
+}
 
 
 def _cell(problem, label, algorithm, backend, seed, **fields):
@@ -45,6 +53,7 @@ def _cell(problem, label, algorithm, backend, seed, **fields):
         "device": "cpu",
         "dtype": "float32",
         "seed": seed,
+        **PROVENANCE,
         "compile_s": 0.5,
         "concurrency": 1,
         **fields,

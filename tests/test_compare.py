@@ -17,8 +17,9 @@ from suites import compare, schema
 META = {"suite": "cmp", "device": "cpu", "device_name": "test CPU"}
 
 
-def _rows(run_id: str, configs: dict[str, dict]) -> list[dict]:
-    """One final row per seed of each label: ``configs[label]`` lists per-seed values."""
+def _rows(run_id: str, configs: dict[str, dict], device: str = "cpu", device_name: str = "test CPU") -> list[dict]:
+    """One final row per seed of each label: ``configs[label]`` lists per-seed values,
+    and ``configs[label]["on"]`` optionally the device name of each seed's cell."""
     rows = []
     for label, values in configs.items():
         for seed, ms in enumerate(values["ms"]):
@@ -31,9 +32,11 @@ def _rows(run_id: str, configs: dict[str, dict]) -> list[dict]:
                     "algorithm": "sgd",
                     "label": label,
                     "backend": "torch",
-                    "device": "cpu",
+                    "device": device,
                     "dtype": "float32",
                     "seed": seed,
+                    "host": "bench-host",
+                    "device_name": values.get("on", [device_name] * len(values["ms"]))[seed],
                     "step": 100,
                     "ms_per_step": ms,
                     "compile_s": 1.0,
@@ -61,7 +64,9 @@ NEW = {
 
 
 def _write(tmp_path, name: str, run_id: str, configs: dict, **meta) -> str:
-    df = schema.frame(_rows(run_id, configs))
+    """A run file; ``device``/``device_name`` in ``meta`` set the rows' device too."""
+    on = {k: meta[k] for k in ("device", "device_name") if k in meta}
+    df = schema.frame(_rows(run_id, configs, **on))
     return str(schema.write_parquet(df, tmp_path / "cmp" / f"{name}.parquet", {**META, "run_id": run_id, **meta}))
 
 
@@ -213,3 +218,45 @@ def test_one_seed_without_a_noise_estimate_is_not_judged(tmp_path, capsys):
     assert "not judged" in row["ms/step"]
     assert cli.main(["compare", base, new, "--fail-on-regression"]) == 0
     capsys.readouterr()
+
+
+def test_a_configuration_whose_cells_ran_on_other_devices_is_not_judged(tmp_path, capsys):
+    """Devices are matched per cell: ``moved`` ran on another CPU in each run, so its 3x
+    slowdown is no regression (nor a verdict at all), and the output says why; ``slowed``
+    ran on the same CPU in both and is judged as ever."""
+    base_cfg = {**BASE, "moved": {"ms": [5.0, 5.0, 5.0], "on": ["CPU A"] * 3}}
+    new_cfg = {**NEW, "moved": {"ms": [15.0, 15.0, 15.0], "on": ["CPU B"] * 3}}
+    base, new = _write(tmp_path, "p1", "p1", base_cfg), _write(tmp_path, "p2", "p2", new_cfg)
+    b, n, _, _ = compare.load_pair(Path(base), Path(new))
+    table = compare.compare(b, n).set_index("label")
+    moved = table.loc["moved"]
+    assert moved["verdict"] == compare.NOT_JUDGED and moved["what"] == ""
+    assert "base cpu/CPU A" in moved["not judged"] and "new cpu/CPU B" in moved["not judged"]
+    assert table.loc["slowed", "verdict"] == compare.REGRESSED and table.loc["slowed", "device"] == "cpu/test CPU"
+    assert cli.main(["compare", base, new]) == 0
+    out = capsys.readouterr().out
+    assert "2 regressed, 0 improved, 1 unchanged, 1 not judged" in out and "cells ran on other devices" in out
+
+
+def test_only_cells_on_a_shared_device_are_compared(tmp_path):
+    """New's third seed ran on another machine (10x slower, 45 points less accurate): it
+    is left out, and named, and the two seeds on the shared CPU show no regression."""
+    base = _write(tmp_path, "q1", "q1", {"mixed": {"ms": [10.0, 10.5, 11.0]}})
+    elsewhere = {"ms": [10.0, 10.5, 110.0], "acc": [0.95, 0.95, 0.5], "on": ["test CPU"] * 2 + ["slow CPU"]}
+    new = _write(tmp_path, "q2", "q2", {"mixed": elsewhere})
+    b, n, _, _ = compare.load_pair(Path(base), Path(new))
+    row = compare.compare(b, n).set_index("label").loc["mixed"]
+    assert row["verdict"] == compare.UNCHANGED, row.to_dict()
+    assert "10.5 → 10.2" in row["ms/step"] and "95 → 95" in row["test acc %"]
+    assert "cells on cpu/slow CPU (no counterpart)" in row["not judged"]
+
+
+def test_the_rows_devices_decide_not_the_metadata(tmp_path):
+    """A run started on one machine whose cells ran on another (a cluster's driver): its
+    metadata names the driver's CPU, its rows the workers'; the rows are compared."""
+    base = _write(tmp_path, "w1", "w1", BASE)
+    df = schema.frame(_rows("w2", NEW))
+    new = schema.write_parquet(df, tmp_path / "cmp" / "w2.parquet", {**META, "run_id": "w2", "device_name": "driver"})
+    b, n, _, _ = compare.load_pair(Path(base), new)
+    assert compare.compare(b, n).set_index("label").loc["slowed", "verdict"] == compare.REGRESSED
+    assert compare.default_pair(tmp_path, "cmp") == (Path(base), new)

@@ -89,9 +89,10 @@ def _python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (lambda d: d / "missing.parquet", "results file not found"),
         (lambda d: _empty_run(d), "has no rows"),
         (lambda d: _other_version(d), "schema"),
+        (lambda d: _version_3(d), "has schema_version 3; this msabench reads version 4"),
         (lambda d: _garbage(d), "not a"),
     ],
-    ids=["missing", "empty", "other-schema-version", "corrupt"],
+    ids=["missing", "empty", "other-schema-version", "schema-version-3", "corrupt"],
 )
 def test_bad_results_file_one_line_error_and_nothing_written(tmp_path, make, message):
     out = tmp_path / "out"
@@ -136,6 +137,22 @@ def _other_version(d: Path) -> Path:
     meta = json.loads(table.schema.metadata[schema.METADATA_KEY])
     meta["schema_version"] = schema.SCHEMA_VERSION + 1
     pq.write_table(table.replace_schema_metadata({schema.METADATA_KEY: json.dumps(meta).encode()}), path)
+    return path
+
+
+def _version_3(d: Path) -> Path:
+    """A run file as version 3 wrote it: no provenance columns in the rows."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from suites import schema
+
+    path = report_tables.write(d)
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[schema.METADATA_KEY]), "schema_version": 3}
+    old = table.drop_columns([name for name, _ in schema.PROVENANCE])
+    pq.write_table(old.replace_schema_metadata({schema.METADATA_KEY: json.dumps(meta).encode()}), path)
     return path
 
 
@@ -243,6 +260,36 @@ def test_two_runs_of_one_suite_count_as_replicates_in_claims_and_tables(tmp_path
     cells = tables.final_results(both.df, both.facts)
     assert set(cells.loc[cells["status"] != "1 skipped", "cells"]) <= {2, 4}
     assert (cells.loc[cells["label"] == "sgd", "cells"] == 4).all()
+
+
+def test_header_says_where_the_cells_ran_when_they_ran_on_several_machines(tmp_path):
+    """A run resumed on another machine at another commit: the header counts the cells per
+    host, device and commit (from the rows, not the metadata's start), and names the package
+    whose version changed; a run on one machine says so in one line each."""
+
+    def resumed_elsewhere(row):
+        if row["seed"] == 1:
+            row.update(host="node-2", device_name="other CPU", git_sha="fedcba9876543210", git_dirty=False)
+            row["versions"] = row["versions"].replace("python=3.11", "python=3.12")
+
+    runs = load.load_runs([report_tables.write(tmp_path, edit=resumed_elsewhere)])
+    cells = runs.df.drop_duplicates(["run_id", "cell_id"])
+    moved, stayed = int((cells["seed"] == 1).sum()), int((cells["seed"] != 1).sum())
+    lines = tables.where_cells_ran(runs.df)
+    assert lines[:3] == [
+        f"cells ran on 2 hosts: test-host ({stayed} cells), node-2 ({moved} cells)",
+        f"cells ran on 2 devices: cpu/test CPU ({stayed} cells), cpu/other CPU ({moved} cells)",
+        f"cells ran at 2 commits: 0123456789abcdef (dirty) ({stayed} cells), fedcba9876543210 ({moved} cells)",
+    ]
+    assert lines[3:] == [f"cells ran with 2 versions of python: 3.11 ({stayed} cells), 3.12 ({moved} cells)"]
+    md = (build.build(runs, tmp_path / "out").parent / "index.md").read_text()
+    assert all(f"- {line}" in md for line in lines)
+    one = tables.where_cells_ran(load.load_runs([report_tables.write(tmp_path / "one")]).df)
+    assert one == [
+        "cells ran on 1 host: test-host",
+        "cells ran on 1 device: cpu/test CPU",
+        "cells ran at 1 commit: 0123456789abcdef (dirty)",
+    ]
 
 
 def test_reports_never_import_the_problem_registry():

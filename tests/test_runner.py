@@ -157,6 +157,71 @@ def test_git_provenance_only_from_the_checkout_itself(monkeypatch, tmp_path):
     assert provenance._git("status", "--porcelain") is None
 
 
+@pytest.fixture
+def fresh_provenance():
+    """``cell_provenance`` asked anew in this test (its answers are cached per process),
+    and forgotten afterwards so no faked commit outlives the test."""
+    provenance.clear_cache()
+    yield
+    provenance.clear_cache()
+
+
+def _at_commit(monkeypatch, sha: str) -> None:
+    """Pretend this process's code is the checkout at ``sha``, clean."""
+    monkeypatch.setattr(provenance, "_git", lambda *args: f"{sha}\n" if args[0] == "rev-parse" else "")
+    provenance.clear_cache()
+
+
+def test_rows_carry_the_provenance_of_the_process_that_trained_them(
+    fake_backend, tmp_path, monkeypatch, fresh_provenance
+):
+    """Every row names this process's host, CPU, commit and versions; a cell rerun by a
+    resume at another commit says so, while the others (and the run's metadata, its start)
+    keep the commit they ran at."""
+    import socket
+
+    _at_commit(monkeypatch, "a" * 40)
+    suite = tiny_suite()
+    cells = _cells(suite)
+    path = runner.run_suite(suite, cells, out=tmp_path, options={}, show_progress=False)
+    rows, _ = schema.read_results(path)
+    assert set(rows["host"]) == {socket.gethostname()}
+    assert set(rows["device_name"]) == {provenance.device_name("cpu")} and rows["device_name"].iloc[0]
+    assert set(rows["git_sha"]) == {"a" * 40} and not rows["git_dirty"].any()
+    versions = rows["versions"].iloc[0].split()
+    assert versions[0].startswith("python=") and versions[-1].startswith("msabench=")
+    assert any(v.startswith("numpy=") for v in versions)
+    # interrupted before its last cell; resumed at another commit
+    store.Run("tiny", path.stem, tmp_path).part_path(cells[-1]).unlink()
+    path.unlink()
+    _at_commit(monkeypatch, "b" * 40)
+    runner.resume(tmp_path, "tiny", path.stem, show_progress=False)
+    rows, meta = schema.read_results(path)
+    by_cell = rows.groupby("cell_id", sort=False)["git_sha"].agg(set).to_dict()
+    assert by_cell == {**{c.cell_id: {"a" * 40} for c in cells[:-1]}, cells[-1].cell_id: {"b" * 40}}
+    assert meta["git_sha"] == "a" * 40  # the run's start, as before
+
+
+def test_a_worker_process_records_its_own_provenance(monkeypatch, fresh_provenance):
+    """A cell trained in a pool worker carries the worker's provenance, not the driver's:
+    the driver pretends to be another commit, the spawned worker asks git itself."""
+    real = provenance._code()  # what any process running this checkout finds
+    _at_commit(monkeypatch, "d" * 40)
+    assert provenance.cell_provenance("cuda")["git_sha"] == "d" * 40
+    cell = planning.Cell("sine-resnet", "sgd", spec.SGD(lr=0.1), "torch", 0, 4, 2, "float32", "cuda")
+    pool = executors.process_executor(1, threads=1)
+    try:
+        rows = pool.submit(training.run_cell, cell, store.Run("tiny", "test", None)).result(timeout=240)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in list((pool._processes or {}).values()):  # no worker outlives the test
+            worker.kill()
+            worker.join(timeout=30)
+    assert len(rows) >= 1  # skipped without a GPU: even then the row says where it was asked
+    assert all((sha, dirty) == real for sha, dirty in zip(rows["git_sha"], rows["git_dirty"]))
+    assert rows["device_name"].iloc[0] == provenance.device_name("cuda")
+
+
 def test_resume_runs_only_missing_cells(fake_backend, tmp_path):
     suite = tiny_suite(seeds=(0, 1))
     cells = _cells(suite)

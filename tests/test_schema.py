@@ -25,6 +25,11 @@ def _rows() -> pd.DataFrame:
         "device": "cpu",
         "dtype": "float32",
         "seed": 0,
+        "host": "node-1",
+        "device_name": "test CPU",
+        "git_sha": "0123456789abcdef",
+        "git_dirty": False,
+        "versions": "python=3.11 numpy=2.0",
         "concurrency": 1,
     }
     dmsa = {**base, "cell_id": "a", "algorithm": "dmsa", "label": "dmsa", **schema.hp_columns(spec.DMSA(3, 0.25))}
@@ -120,6 +125,43 @@ def test_other_schema_version(tmp_path):
     path = schema.write_parquet(_rows(), tmp_path / "v.parquet", {})
     _rewrite_meta(path, {"schema_version": 99})
     _expect(path, "schema_version 99")
+
+
+def test_a_version_3_file_without_provenance_columns_is_refused_in_one_line(tmp_path):
+    """A run file written before rows carried their provenance (version 3: no ``host``,
+    ``device_name``, ``git_sha``, ``git_dirty``, ``versions``) gets the one line every
+    other schema version gets, naming both versions."""
+    path = schema.write_parquet(_rows(), tmp_path / "v3.parquet", {})
+    old = pq.read_table(path).drop_columns([name for name, _ in schema.PROVENANCE])
+    pq.write_table(old, path)
+    _rewrite_meta(path, {"schema_version": 3, "suite": "s", "problems": {}, "labels": {}})
+    _expect(path, f"has schema_version 3; this msabench reads version {schema.SCHEMA_VERSION}$")
+    with pytest.raises(schema.ResultsError, match="schema_version 3"):
+        schema.read_run(path)
+
+
+def test_rows_carry_their_provenance(tmp_path):
+    """The provenance columns come back as written, typed, on every row."""
+    path = schema.write_parquet(_rows(), tmp_path / "p.parquet", {})
+    back, _ = schema.read_results(path)
+    assert set(back["host"]) == {"node-1"} and set(back["device_name"]) == {"test CPU"}
+    assert set(back["git_sha"]) == {"0123456789abcdef"} and back["git_dirty"].tolist() == [False] * 4
+    assert pq.read_table(path).schema.field("git_dirty").type == pa.bool_()
+    assert back["versions"].iloc[0] == "python=3.11 numpy=2.0"
+
+
+@pytest.mark.parametrize("column", ["host", "device_name"])
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_a_row_that_does_not_say_where_it_ran_is_refused(column, value):
+    df = _rows()
+    df.loc[2, column] = value
+    with pytest.raises(schema.ResultsError, match=f"rows without a {column}"):
+        schema.validate(df)
+
+
+def test_git_columns_may_be_null():
+    """Code installed from a wheel has no commit: null git columns are valid."""
+    schema.validate(_rows().assign(git_sha=None, git_dirty=None))
 
 
 def test_missing_column(tmp_path):

@@ -119,11 +119,16 @@ def check_provenance(work: Path) -> list[str]:
     runs = sorted((work / "results").glob("*/*.parquet"))
     if not runs:
         return [f"{work / 'results'}: no run file"]
-    return [
+    failures = [
         f"{path}: records git commit {sha}, though it ran the installed wheel"
         for path in runs
         if (sha := schema.read_metadata(path).get("git_sha")) is not None
     ]
+    for path in runs:  # each cell's own provenance, from the worker that trained it
+        shas = schema.read_results(path)[0]["git_sha"].dropna().unique()
+        if len(shas):
+            failures.append(f"{path}: cells record git commit {shas[0]}, though they ran the installed wheel")
+    return failures
 
 
 def main(argv: list[str]) -> int:
