@@ -31,7 +31,10 @@ def install(session: nox.Session) -> None:
     session.install("-e", ".[test]")
 
 
-@nox.session
+# The tests' venv, like the wheel's, sees the interpreter's packages: where .ci/run (or the
+# user) already installed torch, jax and the rest, pip installs nothing again; that install
+# took three of CI's twenty minutes. What the interpreter lacks goes into the venv.
+@nox.session(venv_params=["--system-site-packages"])
 def tests(session: nox.Session) -> None:
     """The test suite, spread over up to 4 pytest-xdist workers (``-- -n 0`` runs it in
     one process); pytest exits 5 when it collects nothing, which fails the session."""
@@ -143,11 +146,9 @@ def kernels(session: nox.Session) -> None:
     session.run("python", "tests/bench/kernels.py", *session.posargs)
 
 
-# The venv sees the interpreter's own packages (``--system-site-packages``): the heavy
-# dependencies (torch, jax) that .ci/run already installed there are not unpacked a second
-# time, which cost CI minutes; what the interpreter lacks pip installs into the venv. The
-# wheel itself always goes into the venv (``--force-reinstall``), and the check proves
-# every package is imported from there.
+# The venv sees the interpreter's own packages, as the tests' does; the wheel itself
+# always goes into the venv (``--force-reinstall``), and the check proves every package is
+# imported from there.
 @nox.session(venv_params=["--system-site-packages"])
 def wheel(session: nox.Session) -> None:
     """The package as a user installs it: build the sdist and, from it, the wheel; install

@@ -1,5 +1,5 @@
 """The papers' problems: their architectures in every backend (with the papers' parameter
-counts), the data checks that guard a run, and one epoch of a shortened ``paper-jmlr``
+counts), the data checks that guard a run, and 0.4 epoch of a shortened ``paper-jmlr``
 cell on the real Fashion-MNIST (Debian's ``dataset-fashion-mnist``; CI installs it and
 sets ``MSABENCH_REQUIRE_DATA=1`` so that these tests cannot silently skip there)."""
 
@@ -255,22 +255,23 @@ def _run(tmp_path: Path, *args: str) -> pd.DataFrame:
 
 
 @needs_fashion
-def test_one_epoch_of_a_shortened_paper_jmlr_cell_learns_fashion_mnist(tmp_path: Path) -> None:
-    """Adam, the paper's residual CNN, one epoch (550 steps of 100) on the full data set.
-    The threshold 0.75 sits below the 81.2% and 83.8% (seeds 0, 1) of the repro-fashion
-    run (README) and far above chance (10%), so it only fails if training is broken."""
-    df = _run(tmp_path, "--algorithm", "adam", "--backend", "torch", "--epochs", "1")
+def test_a_shortened_paper_jmlr_cell_learns_fashion_mnist(tmp_path: Path) -> None:
+    """Adam, the paper's residual CNN, 0.4 epoch (220 steps of 100) on the full data set.
+    Measured (torch, seed 0): 76.0% test accuracy at step 110 and 79.6% at 220 (81.2% and
+    83.8% after the full epoch, README). The threshold 0.70 sits below those and far above
+    chance (10%), so it only fails if training is broken."""
+    df = _run(tmp_path, "--algorithm", "adam", "--backend", "torch", "--epochs", "0.4")
     assert set(df["status"]) == {"ok"}
     last = df.iloc[-1]
-    assert last["step"] == 550 and last["epoch"] == 1.0
-    assert last["test_acc"] > 0.75
+    assert last["step"] == 220 and last["epoch"] == 0.4
+    assert last["test_acc"] > 0.70
 
 
 @needs_fashion
 def test_emsa_steps_on_fashion_mnist_in_torch_and_jax(tmp_path: Path) -> None:
-    """Two E-MSA steps (10 L-BFGS-B iterations per layer each) run in both backends and
-    lower the training loss from the same start."""
-    df = _run(tmp_path, "--algorithm", "emsa", "--backend", "torch", "--backend", "jax", "--steps", "2")
+    """One E-MSA step (10 L-BFGS-B iterations per layer) runs in both backends and lowers
+    the training loss from the same start."""
+    df = _run(tmp_path, "--algorithm", "emsa", "--backend", "torch", "--backend", "jax", "--steps", "1")
     assert set(df["status"]) == {"ok"}
     for _, g in df.groupby("backend"):
         assert g["train_loss"].iloc[-1] < g["train_loss"].iloc[0]
