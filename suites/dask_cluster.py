@@ -9,7 +9,7 @@ executor adds on the way to a worker:
   reuse a result by its arguments' hash);
 - a cell on ``cuda`` asks for the worker resource ``GPU=1``, so a worker started with
   ``--resources GPU=1`` runs one such cell at a time, and cells never share a GPU;
-- ``WorkerSetup`` (intra-op threads, the data directory) travels with each task and is
+- each cell's ``executors.Task`` carries its intra-op threads and the data directory,
   applied at its start, so a worker needs no setup of its own and a restarted one gets it;
 - a cell whose worker died is run again elsewhere by the scheduler (up to its
   ``distributed.scheduler.allowed-failures``, 3 by default); after that the future's
@@ -27,10 +27,9 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TextIO
 
-from suites import PROG, executors
+from suites import PROG
 from suites.errors import CellLost, RunError
 from suites.planning import Cell
 
@@ -40,27 +39,6 @@ CONNECT_TIMEOUT_S = 10.0
 #: those by itself). ``run_cell`` turns a failing cell into an ``error`` row, so what raises
 #: is around the cell: unpickling it on a worker, writing its part.
 TASK_RETRIES = 2
-
-
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What a cell needs from the process it runs in, applied at the start of each task
-    (idempotently, like the ``executors.Task`` of each cell, which carries the run's own
-    ``--threads``; this one also holds the threads a LocalCluster's workers get when the
-    run names none). ``threads`` None leaves the
-    worker's thread settings alone; ``data_dir`` None leaves its ``$MSABENCH_DATA_DIR``."""
-
-    threads: int | None = None
-    data_dir: str | None = None
-
-    def apply(self) -> None:
-        executors.prepare(self.threads, self.data_dir)  # idempotent, as each cell's own Task
-
-
-def cell_task(setup: WorkerSetup, fn: Callable[..., Any], *args: Any) -> Any:
-    """The task Dask runs: the setup, then the cell."""
-    setup.apply()
-    return fn(*args)
 
 
 def _lost_errors() -> tuple[type[BaseException], ...]:
@@ -90,9 +68,8 @@ class DaskExecutor:
 
     in_process = False  # progress is counted by the driver as cells finish
 
-    def __init__(self, client: Any, setup: WorkerSetup = WorkerSetup(), retries: int = TASK_RETRIES):
+    def __init__(self, client: Any, retries: int = TASK_RETRIES):
         self.client = client
-        self.setup = setup
         self.retries = retries
         self._lost = _lost_errors()
         #: the Dask futures not settled yet: a settled one is dropped, so that the cluster
@@ -103,8 +80,6 @@ class DaskExecutor:
         cells = [a if isinstance(a, Cell) else getattr(a, "cell", None) for a in args]  # a Task holds its cell
         on_gpu = any(isinstance(c, Cell) and c.device == "cuda" for c in cells)
         dask_future = self.client.submit(
-            cell_task,
-            self.setup,
             fn,
             *args,
             pure=False,
@@ -165,7 +140,6 @@ def open_cluster(
     scheduler: str | None,
     *,
     jobs: int,
-    setup: WorkerSetup = WorkerSetup(),
     gpu: bool = False,
     log: TextIO | None = None,
 ) -> Iterator[DaskExecutor]:
@@ -191,7 +165,7 @@ def open_cluster(
         )
         with cluster, distributed.Client(cluster) as client:
             print(_dashboard_line(client), file=log)
-            yield from _until_done(DaskExecutor(client, setup))
+            yield from _until_done(DaskExecutor(client))
         return
     try:
         client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S)
@@ -201,7 +175,7 @@ def open_cluster(
     with client:
         _check_workers(client, scheduler, gpu)
         print(_dashboard_line(client), file=log)
-        yield from _until_done(DaskExecutor(client, setup))
+        yield from _until_done(DaskExecutor(client))
 
 
 def _until_done(executor: DaskExecutor) -> Iterator[DaskExecutor]:

@@ -110,7 +110,7 @@ def start(
     )
     _check_data(cells, log)
     jobs = jobs or executors.auto_jobs(device, len(cells))
-    with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs):
+    with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs, cell_threads):
         # Everything is valid and the cluster (if any) answers: from here on files are written.
         _fix_threads(jobs, threads)  # before the run starts, so its provenance records them
         options = {
@@ -138,7 +138,7 @@ def start(
             out=out,
             options=options,
             jobs=jobs,
-            threads=threads,
+            threads=cell_threads,
             executor=opened,
             fresh_process=fresh_process,
             show_progress=show_progress,
@@ -198,12 +198,12 @@ def resume(
         _check_data(cells, log)
         device = cells[0].device if cells else "cpu"
         jobs = jobs or executors.auto_jobs(device, len(cells))
-        with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs):
+        with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs, cell_threads):
             _fix_threads(jobs, threads)
             store.mark_resumed(run, doc)
             how = {
                 "jobs": jobs,
-                "threads": threads,
+                "threads": cell_threads,
                 "executor": opened,
                 "fresh_process": fresh_process,
                 "retry_errors": retry_errors,
@@ -229,9 +229,11 @@ def _executor_for(
     threads: int | None,
     cells: list[Cell],
     log: TextIO | None,
-) -> Iterator[tuple[Executor | None, int]]:
-    """The executor ``start``/``resume`` were asked for, open for the run, and the cells at
-    once it gives (an attached cluster's worker threads; else ``jobs``). An executor object
+) -> Iterator[tuple[Executor | None, int, int | None]]:
+    """The executor ``start``/``resume`` were asked for, open for the run, the cells at
+    once it gives (an attached cluster's worker threads; else ``jobs``) and the intra-op
+    threads every cell's ``Task`` carries (``threads``; on a LocalCluster, None becomes the
+    CPUs shared out). An executor object
     or ``"local"``/None is passed through (None lets ``execute`` pick serial or a pool);
     ``"dask"`` opens ``dask_cluster.open_cluster``, whose ``RunError`` (no Dask, no answer
     from the scheduler) comes before the run writes anything."""
@@ -240,15 +242,16 @@ def _executor_for(
     if executor != "dask":
         if scheduler is not None:
             raise RunError("--scheduler needs --executor dask")
-        yield (None if executor == "local" else executor), jobs
+        yield (None if executor == "local" else executor), jobs, threads
         return
-    setup = dask_cluster.WorkerSetup(
-        threads if threads is not None or scheduler is not None else executors.worker_threads(jobs),
-        os.environ.get(datasets.ENV_VAR),  # set by use_data_dir: the path every worker must have
-    )
+    # the workers of a LocalCluster share this machine's CPUs, as a local pool's do; an
+    # attached cluster's workers keep their own threads unless the run names a count
+    if threads is None and scheduler is None:
+        threads = executors.worker_threads(jobs)
     gpu = any(c.device == "cuda" for c in cells)
-    with dask_cluster.open_cluster(scheduler, jobs=jobs, setup=setup, gpu=gpu, log=log) as dask_executor:
-        yield dask_executor, (jobs if scheduler is None else dask_cluster.cluster_threads(dask_executor.client))
+    with dask_cluster.open_cluster(scheduler, jobs=jobs, gpu=gpu, log=log) as dask_executor:
+        cells_at_once = jobs if scheduler is None else dask_cluster.cluster_threads(dask_executor.client)
+        yield dask_executor, cells_at_once, threads
 
 
 def _fix_threads(jobs: int, threads: int | None) -> None:
