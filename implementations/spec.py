@@ -334,6 +334,12 @@ class Trainer(NamedTuple):
     - ``state_arrays(state) -> dict[str, np.ndarray]``: the *whole* training state as host
       arrays under backend-neutral names (``STATE_KEYS``), the same keys and meanings in
       every backend, so that parity tests compare all of it and checkpoints can save it.
+    - ``restore(arrays) -> state``: the inverse of ``state_arrays``: a state that trains on
+      exactly as the one the arrays were read from (a checkpoint's resumption). Nothing
+      else is needed, because no trainer keeps hidden random state: the draws of
+      stochastic BinaryConnect are seeded by (seed, step, layer) and the step is in the
+      arrays; inner solvers restart from zero at every step. The arrays may come from
+      another backend where the states map one to one (the same keys).
     """
 
     init: Callable[[list], Any]
@@ -343,6 +349,16 @@ class Trainer(NamedTuple):
     predict: Callable[[Any, Any], Any]
     sync: Callable[[Any], None]
     state_arrays: Callable[[Any], dict]
+    restore: Callable[[dict], Any] | None = None  # None only in test doubles
+
+
+def initial_params_of(arrays: dict) -> list:
+    """The flat parameter list a checkpoint's trainer is first built from (``restore``
+    overwrites every array afterwards): ``params/i`` or, for the straight-through
+    baselines, ``latent/i``, in index order."""
+    prefix = "latent" if "latent/0" in arrays else "params"
+    count = sum(1 for k in arrays if k.startswith(prefix + "/"))
+    return [arrays[f"{prefix}/{i}"] for i in range(count)]
 
 
 #: What ``Trainer.state_arrays`` names, ``i`` an index into the flat parameter list

@@ -99,10 +99,13 @@ class Problem:
         n = self.n_train if self.n_train is not None else len(self.arrays("train")[0])
         return n // self.batch_size
 
-    def batches(self, split: str, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, split: str, seed: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Minibatches of ``batch_size``. ``train``: an endless stream, reshuffled every
         epoch by a generator seeded with ``seed``, the last incomplete batch dropped (so
-        every batch has one shape). Other splits: one pass in order, last batch partial."""
+        every batch has one shape), starting at batch ``start_step`` of that stream: the
+        batches a cell resumed at step k trains on are those it would have trained on
+        (the skipped epochs' permutations are drawn and discarded, so the generator is
+        where it would be). Other splits: one pass in order, last batch partial."""
         x, y = self.arrays(split)
         b = self.batch_size
         if split != "train":
@@ -110,11 +113,16 @@ class Problem:
                 yield x[i : i + b], y[i : i + b]
             return
         rng = np.random.default_rng([seed, 7])
+        per_epoch = len(x) // b
+        for _ in range(start_step // per_epoch):
+            rng.permutation(len(x))
+        skip = start_step % per_epoch
         while True:
             order = rng.permutation(len(x))
-            for i in range(0, len(x) - b + 1, b):
+            for i in range(skip * b, per_epoch * b, b):
                 idx = order[i : i + b]
                 yield x[idx], y[idx]
+            skip = 0
 
     # -- parameters -----------------------------------------------------------------------
     def init_params(self, seed: int) -> list[np.ndarray]:

@@ -263,11 +263,14 @@ def trainer(
     params_of=lambda s: s["params"],
     running_of=lambda s: s["running"],
     state_arrays=None,
+    load=None,
 ) -> spec.Trainer:
     """A jax algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)`` gives
     the segment parameters the forward pass uses, ``running_of(state)`` BN's statistics;
     ``state_arrays`` defaults to ``arrays_of`` on a state whose arrays are ``state`` itself
-    (the first-order and E-MSA states)."""
+    (the first-order and E-MSA states), and ``load(state, arrays) -> state``, its inverse
+    applied to a fresh ``init``'s state, to ``load_arrays`` on such a state."""
+    load = load or (lambda state, arrays: load_arrays(segs, place, state, arrays))
     predict = make_predict(layers, place)
     return spec.Trainer(
         init=init,
@@ -277,6 +280,7 @@ def trainer(
         predict=lambda s, x: predict(per_layer(segs, params_of(s)), running_of(s), x),
         sync=place.sync,
         state_arrays=state_arrays or (lambda s: arrays_of(segs, s)),
+        restore=lambda arrays: load(init(spec.initial_params_of(arrays)), arrays),
     )
 
 
@@ -336,3 +340,49 @@ def arrays_of(segs, arrays: dict, weights: str = "params", opt: str = "opt", opt
     if opt in arrays:
         out |= optax_arrays(segs, arrays[opt], opt_segments)
     return out
+
+
+def load_arrays(
+    segs, place: Placement, state: dict, arrays: dict, weights: str = "params", opt: str = "opt", opt_segments=None
+) -> dict:
+    """The inverse of ``arrays_of``: ``state`` (a fresh ``init``'s array dict) with its
+    ``weights``, BN statistics, ``m_bar`` and optax state (under ``opt``, over segments
+    ``opt_segments``) read from ``arrays``, committed to the device."""
+    count = sum(seg.count * len(seg.layer.param_names) for seg in segs)
+    out = dict(state)
+    out[weights] = to_segments(segs, [arrays[f"{weights}/{i}"] for i in range(count)], place)
+    out["running"] = {
+        t: (place.array(arrays[f"running/{t}/mean"]), place.array(arrays[f"running/{t}/var"])) for t in state["running"]
+    }
+    if "m_bar" in state:
+        out["m_bar"] = [place.array(arrays[f"m_bar/{j}"]) for j in range(len(state["m_bar"]))]
+    if opt in state:
+        out[opt] = load_optax(segs, place, state[opt], arrays, opt_segments)
+    return place.commit(out)
+
+
+def load_optax(segs, place: Placement, opt_state, arrays: dict, which=None):
+    """The inverse of ``optax_arrays``: ``opt_state`` with every per-parameter tree
+    (``_OPTAX_SLOTS``) and Adam's count read from ``arrays``; fields the arrays do not name
+    (hyperparameters, empty states, a slot not saved before the first step) are kept."""
+    which = list(range(len(segs))) if which is None else list(which)
+    sub, index = [segs[s] for s in which], flat_indices(segs, which)
+
+    def visit(node):
+        if hasattr(node, "_fields"):  # an optax state NamedTuple
+            fields = {}
+            for name in node._fields:
+                value = getattr(node, name)
+                slot = _OPTAX_SLOTS.get(name)
+                if slot is not None and index and f"opt/{slot}/{index[0]}" in arrays:
+                    fields[name] = to_segments(sub, [arrays[f"opt/{slot}/{i}"] for i in index], place)
+                elif name == "count" and "mu" in node._fields:
+                    fields[name] = jnp.asarray(arrays["opt/step"], dtype=value.dtype)
+                elif name != "hyperparams":
+                    fields[name] = visit(value)
+            return node._replace(**fields)
+        if isinstance(node, (list, tuple)):
+            return type(node)(visit(v) for v in node)
+        return node
+
+    return visit(opt_state)

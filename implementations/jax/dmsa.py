@@ -87,6 +87,10 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
         out = common.arrays_of(segs, state["arrays"], opt="adam", opt_segments=others)
         return out | {"alpha": np.asarray(state["alpha"], np.float64), "step": np.asarray(state["k"], np.int64)}
 
+    def load(state, arrays):
+        loaded = common.load_arrays(segs, place, state["arrays"], arrays, opt="adam", opt_segments=others)
+        return {"arrays": loaded, "alpha": type(state["alpha"])(arrays["alpha"]), "k": int(arrays["step"])}
+
     return common.trainer(
         layers,
         segs,
@@ -96,4 +100,5 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
         params_of=lambda s: s["arrays"]["params"],
         running_of=lambda s: s["arrays"]["running"],
         state_arrays=state_arrays,
+        load=load,
     )

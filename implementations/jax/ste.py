@@ -86,6 +86,10 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
             "step": np.asarray(state["k"], np.int64)
         }
 
+    def load(state, arrays):
+        loaded = common.load_arrays(segs, place, state["arrays"], arrays, weights="latent", opt="adam")
+        return {"arrays": loaded, "k": int(arrays["step"])}
+
     return common.trainer(
         layers,
         segs,
@@ -95,4 +99,5 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0):
         params_of=evaluated,
         running_of=lambda s: s["arrays"]["running"],
         state_arrays=state_arrays,
+        load=load,
     )

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from implementations.reference import optim
+from implementations.reference import common, optim
 from implementations.reference.firstorder import make_first_order
 
 
@@ -13,4 +13,7 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
     def update(params, grads, acc, k):
         return optim.adagrad(params, grads, acc, lr=hp.lr, eps=hp.eps)
 
-    return make_first_order(problem, hp.reg, init_opt, update, dtype, lambda acc, k: {"sum": acc})
+    def load_opt(acc, arrays):
+        return common.load_slots(arrays, "sum", range(len(acc)))
+
+    return make_first_order(problem, hp.reg, init_opt, update, dtype, lambda acc, k: {"sum": acc}, load_opt)

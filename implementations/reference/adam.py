@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from implementations.reference import optim
+from implementations.reference import common, optim
 from implementations.reference.firstorder import make_first_order
 
 
@@ -17,4 +17,10 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
     def opt_slots(mv, k):
         return {"m": mv[0], "v": mv[1], "step": k}
 
-    return make_first_order(problem, hp.reg, init_opt, update, dtype, opt_slots)
+    def load_opt(mv, arrays):
+        index = range(len(mv[0]))
+        if "opt/m/0" not in arrays:  # saved before the first step: the moments are still zero
+            return mv
+        return common.load_slots(arrays, "m", index), common.load_slots(arrays, "v", index)
+
+    return make_first_order(problem, hp.reg, init_opt, update, dtype, opt_slots, load_opt)

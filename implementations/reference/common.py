@@ -65,11 +65,13 @@ def sync(state) -> None:
     jax.block_until_ready(state)
 
 
-def trainer(layers, init, step, params_of=lambda s: s["params"], state_arrays=None) -> spec.Trainer:
+def trainer(layers, init, step, params_of=lambda s: s["params"], state_arrays=None, load=None) -> spec.Trainer:
     """A reference algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
     gives the per-layer θ tuples the forward pass uses (BN statistics under ``"running"``);
     ``state_arrays`` defaults to ``base_arrays`` (parameters and BN statistics: E-MSA's
-    whole state)."""
+    whole state), and ``load(state, arrays) -> state``, its inverse applied to a fresh
+    ``init``'s state, to ``load_base``."""
+    load = load or load_base
     return spec.Trainer(
         init=init,
         put=put,
@@ -78,6 +80,7 @@ def trainer(layers, init, step, params_of=lambda s: s["params"], state_arrays=No
         predict=lambda s, x: predict(layers, params_of(s), s["running"], x),
         sync=sync,
         state_arrays=state_arrays or base_arrays,
+        restore=lambda arrays: load(init(spec.initial_params_of(arrays)), arrays),
     )
 
 
@@ -90,6 +93,27 @@ def base_arrays(state: dict, weights: str = "params") -> dict:
     for t, (mean, var) in state["running"].items():
         out |= {f"running/{t}/mean": np.asarray(mean), f"running/{t}/var": np.asarray(var)}
     return out
+
+
+def load_base(state: dict, arrays: dict, weights: str = "params") -> dict:
+    """The inverse of ``base_arrays``: ``state`` with its ``weights`` (flat or per layer, as
+    the state keeps them) and BN statistics read from ``arrays``."""
+    values = state[weights]
+    per_layer = bool(values) and isinstance(values[0], tuple)
+    it = iter(
+        jnp.asarray(arrays[f"{weights}/{i}"], jnp.float64) for i in range(len(flat(values) if per_layer else values))
+    )
+    restored = [tuple(next(it) for _ in theta) for theta in values] if per_layer else list(it)
+    running = {
+        t: (jnp.asarray(arrays[f"running/{t}/mean"]), jnp.asarray(arrays[f"running/{t}/var"])) for t in state["running"]
+    }
+    return {**state, weights: restored, "running": running}
+
+
+def load_slots(arrays: dict, slot: str, index) -> list:
+    """The inverse of ``optimizer_slots`` for one slot: ``opt/<slot>/i`` for each ``i`` of
+    ``index``, as float64 arrays."""
+    return [jnp.asarray(arrays[f"opt/{slot}/{i}"], jnp.float64) for i in index]
 
 
 def optimizer_slots(slots: dict, index: list[int] | None = None) -> dict:

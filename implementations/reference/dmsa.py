@@ -152,4 +152,11 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         k = np.asarray(state["k"], np.int64)
         return out | {"alpha": np.asarray(state["alpha"], np.float64), "step": k, "opt/step": k}
 
-    return common.trainer(layers, init, step, state_arrays=state_arrays)
+    def load(state, arrays):
+        state = common.load_base(state, arrays)
+        m_bar = [jnp.asarray(arrays[f"m_bar/{j}"], jnp.float64) for j in range(len(state["m_bar"]))]
+        adam = (common.load_slots(arrays, "m", bn_index), common.load_slots(arrays, "v", bn_index))
+        alpha = type(state["alpha"])(arrays["alpha"])
+        return {**state, "m_bar": m_bar, "adam": adam, "alpha": alpha, "k": int(arrays["step"])}
+
+    return common.trainer(layers, init, step, state_arrays=state_arrays, load=load)

@@ -9,11 +9,13 @@ from implementations import spec
 from implementations.reference import common, pmp
 
 
-def make_first_order(problem, reg: float, init_opt, update, dtype: str, opt_slots) -> spec.Trainer:
+def make_first_order(problem, reg: float, init_opt, update, dtype: str, opt_slots, load_opt) -> spec.Trainer:
     """``update(params_flat, grads_flat, opt, k) -> (params_flat, opt)`` with ``grads`` the
     gradient of ``J = (1/S) Σ Φ + Σ reg·½‖θ‖²`` on the batch; ``opt_slots(opt, k)`` names
     the optimizer's state for ``state_arrays`` (``{slot: per-parameter list}``, and Adam's
-    ``"step"``)."""
+    ``"step"``), and ``load_opt(opt, arrays) -> opt`` is its inverse (``restore``). The step
+    count k is restored from ``opt/step`` where the optimizer records one (Adam's bias
+    correction); SGD's and Adagrad's updates do not read it."""
     common.check_dtype(dtype)
     layers = problem.layers
 
@@ -41,6 +43,16 @@ def make_first_order(problem, reg: float, init_opt, update, dtype: str, opt_slot
         out = common.base_arrays(state) | common.optimizer_slots(slots)
         return out if step_count is None else out | {"opt/step": np.asarray(step_count, np.int64)}
 
+    def load(state, arrays):
+        state = common.load_base(state, arrays)
+        k = int(arrays["opt/step"]) if "opt/step" in arrays else 0
+        return {**state, "opt": load_opt(state["opt"], arrays), "k": k}
+
     return common.trainer(
-        layers, init, step, params_of=lambda s: pmp.per_layer(layers, s["params"]), state_arrays=state_arrays
+        layers,
+        init,
+        step,
+        params_of=lambda s: pmp.per_layer(layers, s["params"]),
+        state_arrays=state_arrays,
+        load=load,
     )

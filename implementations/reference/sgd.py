@@ -1,6 +1,6 @@
 """SGD (oracle): ``v ← μ v + ∇J``, ``θ ← θ - lr v``."""
 
-from implementations.reference import optim
+from implementations.reference import common, optim
 from implementations.reference.firstorder import make_first_order
 
 
@@ -9,6 +9,10 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         return optim.sgd(params, grads, buf, lr=hp.lr, momentum=hp.momentum)
 
     def opt_slots(buf, k):
-        return {"momentum": buf} if hp.momentum and k else {}
+        # without momentum the buffer is only the last gradient; before the first step, none
+        return {"momentum": buf} if hp.momentum and buf and buf[0] is not None else {}
 
-    return make_first_order(problem, hp.reg, lambda p: [None] * len(p), update, dtype, opt_slots)
+    def load_opt(buf, arrays):
+        return common.load_slots(arrays, "momentum", range(len(buf))) if "opt/momentum/0" in arrays else buf
+
+    return make_first_order(problem, hp.reg, lambda p: [None] * len(p), update, dtype, opt_slots, load_opt)

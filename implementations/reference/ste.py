@@ -91,4 +91,10 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0):
         out = common.base_arrays(state, "latent") | common.optimizer_slots({"m": m, "v": v})
         return out | {"opt/step": np.asarray(state["k"], np.int64), "step": np.asarray(state["k"], np.int64)}
 
-    return common.trainer(layers, init, step, params_of=evaluated, state_arrays=state_arrays)
+    def load(state, arrays):
+        state = common.load_base(state, arrays, "latent")
+        index = range(len(state["latent"]))
+        adam = (common.load_slots(arrays, "m", index), common.load_slots(arrays, "v", index))
+        return {**state, "adam": adam, "k": int(arrays["step"])}
+
+    return common.trainer(layers, init, step, params_of=evaluated, state_arrays=state_arrays, load=load)

@@ -108,6 +108,7 @@ def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"
         predict=lambda s, x: predict(layers, params_of(s), s["running"], place, x),
         sync=place.sync,
         state_arrays=state_arrays,
+        restore=lambda arrays: load_arrays(init(spec.initial_params_of(arrays)), arrays),
     )
 
 
@@ -160,3 +161,46 @@ def state_arrays(state: dict) -> dict:
 def leaf_params(params: list, place: Placement) -> list[tuple]:
     """Per-layer tuples of fresh leaf tensors that require grad."""
     return [tuple(place.tensor(v).requires_grad_(True) for v in theta) for theta in params]
+
+
+@torch.no_grad()
+def load_arrays(state: dict, arrays: dict) -> dict:
+    """``state`` (a fresh ``init``'s, of the right shapes) with every array of ``arrays``
+    (``state_arrays``'s names) copied in: the inverse of ``state_arrays``. Tensors are
+    overwritten in place (their dtype and device kept); α and the step count take the
+    type ``init`` gave them (a float32 α under the authors' numerics stays one)."""
+    weights = "latent" if "latent" in state else "params"
+    flat = [v for theta in state[weights] for v in theta]
+    for i, v in enumerate(flat):
+        v.copy_(torch.as_tensor(arrays[f"{weights}/{i}"]))
+    for t, (mean, var) in state["running"].items():
+        mean.copy_(torch.as_tensor(arrays[f"running/{t}/mean"]))
+        var.copy_(torch.as_tensor(arrays[f"running/{t}/var"]))
+    for j, m in enumerate(state.get("m_bar", [])):
+        m.copy_(torch.as_tensor(arrays[f"m_bar/{j}"]))
+    if "alpha" in state:
+        state["alpha"] = type(state["alpha"])(arrays["alpha"])
+    if "k" in state:
+        state["k"] = int(arrays["step"])
+    opt = state.get("opt") or state.get("bn_opt")
+    if opt is not None:
+        load_optimizer(opt, flat, arrays)
+    return state
+
+
+def load_optimizer(opt: torch.optim.Optimizer, flat: list, arrays: dict) -> None:
+    """The inverse of ``optimizer_arrays``: each parameter's slots set in ``opt.state``
+    (created as torch creates them at its first step; Adam's ``step`` from ``opt/step``).
+    Adagrad's own count is not saved: it only scales a learning-rate decay that the
+    suite's Adagrad does not use (``lr_decay = 0``)."""
+    for i, v in enumerate(flat):
+        held = {
+            name: arrays[f"opt/{slot}/{i}"] for name, slot in _OPTIMIZER_SLOTS.items() if f"opt/{slot}/{i}" in arrays
+        }
+        if not held:
+            continue
+        entry = opt.state[v]
+        for name, a in held.items():
+            entry[name] = torch.as_tensor(a).to(dtype=v.dtype, device=v.device).clone()
+        if isinstance(opt, torch.optim.Adam):
+            entry["step"] = torch.tensor(float(arrays["opt/step"]))  # torch's own type: a float scalar
