@@ -178,7 +178,7 @@ def reference_overlay(df: pd.DataFrame, facts: schema.RunFacts, out: Path) -> tu
     matched = [(n, facts.problems[n]) for n in dict.fromkeys(df["problem"]) if facts.problems[n].reference_run]
     panels = []
     for name, p in matched:
-        label = {"binary": "dmsa-binary", "ternary": "dmsa-ternary"}.get(p.weights)
+        label = reference.MSA_LABELS.get(p.weights)
         ours = df[(df["problem"] == name) & (df["label"] == label)]
         if label and not ours.empty:
             panels.append((name, p, label, ours, reference.load(p.reference_run)))

@@ -7,7 +7,9 @@
   ms/step and compile seconds;
 - ``speed``: median ms/step per problem × label × backend and the ratio to PyTorch eager;
 - ``where_cells_ran``: the hosts, devices, commits and package versions the cells ran on,
-  from each cell's own provenance columns.
+  from each cell's own provenance columns;
+- ``beside_authors``: our discrete MSA's test accuracy and non-zero fraction beside the
+  authors' logged run at the paper epochs both cover.
 
 A cell is (run_id, cell_id) and its result its final row (``schema.final_rows``): the
 cells of every run given count as replicates (``reports/load.py``). Targets come from the
@@ -23,6 +25,7 @@ import pandas as pd
 
 from msaresults import schema
 from msaresults.schema import final_rows, trained_finals
+from reports import reference
 
 KEY = ["problem", "label", "backend"]
 
@@ -187,3 +190,68 @@ def where_cells_ran(df: pd.DataFrame) -> list[str]:
         if found.nunique() > 1:
             lines.append(_counted(found, f"version of {name}", f"versions of {name}", "with"))
     return lines
+
+
+#: ``beside_authors`` shows every whole paper epoch up to this one, then only its multiples
+#: (a 250-epoch run gives 25 + 9 rows per problem and backend, not 250)
+EVERY_EPOCH_UP_TO = 25
+
+
+def _shown_epoch(epoch: int) -> bool:
+    return 1 <= epoch <= EVERY_EPOCH_UP_TO or epoch % EVERY_EPOCH_UP_TO == 0
+
+
+def _side_by_side_steps(steps: list[int], epoch_steps: int) -> list[tuple[int, int]]:
+    """(our step, the authors' epoch it is read against): every evaluation at a whole paper
+    epoch that ``_shown_epoch`` keeps, and our last evaluation against the nearest whole
+    epoch when it falls between two (a 2,100-step run ends at 3.8 of the 550-step epochs)."""
+    pairs = [(s, s // epoch_steps) for s in steps if s > 0 and s % epoch_steps == 0 and _shown_epoch(s // epoch_steps)]
+    last = max(steps, default=0)
+    if last > 0 and last % epoch_steps:
+        pairs.append((last, reference.nearest_epoch(last, epoch_steps)))
+    return pairs
+
+
+def beside_authors(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
+    """Ours and the authors' side by side, for every problem whose recorded facts name a
+    logged run (``ProblemFacts.reference_run``) and its discrete MSA configuration
+    (``reference.MSA_LABELS``), per backend: at the steps ``_side_by_side_steps`` picks,
+    the median over our ``ok`` cells (as the curves) and the authors' logged value at that
+    epoch. Our step is counted in the authors' epochs by ``reference.epoch_steps``."""
+    rows = []
+    for problem in dict.fromkeys(df["problem"]):
+        p = facts.problems[problem]
+        label = reference.MSA_LABELS.get(p.weights)
+        ours = df[(df["problem"] == problem) & (df["label"] == label) & (df["status"] == "ok")]
+        if p.reference_run is None or ours.empty:
+            continue
+        log, epoch_steps = reference.load(p.reference_run), reference.epoch_steps(p)
+        for backend, cells in ours.groupby("backend", sort=False):
+            curve = cells.groupby("step")[["test_acc", "nonzero_frac"]].median()
+            for step, epoch in _side_by_side_steps([int(s) for s in curve.index], epoch_steps):
+                theirs = reference.at_epoch(log, epoch)
+                if theirs is None:
+                    continue
+                rows.append(
+                    {
+                        "problem": problem,
+                        "label": label,
+                        "backend": backend,
+                        "step": step,
+                        "our paper epoch": f"{step / epoch_steps:.3g}",
+                        "authors' epoch": epoch,
+                        "test acc % (ours)": _percent(curve.at[step, "test_acc"]),
+                        "test acc % (authors)": _percent(theirs["test_acc"]),
+                        "non-zero (ours)": _fraction(curve.at[step, "nonzero_frac"]),
+                        "non-zero (authors)": _fraction(theirs.get("nonzero_frac", math.nan)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _percent(v) -> str:
+    return "–" if pd.isna(v) else f"{float(v) * 100:.1f}"
+
+
+def _fraction(v) -> str:
+    return "–" if pd.isna(v) else f"{float(v):.3f}"

@@ -60,15 +60,17 @@ def test_claim_verdicts_follow_the_data(tmp_path, hold: bool):
     assert set(table["backend"]) == set(report_tables.BACKENDS)
     assert {c.id for c in claims.CLAIMS} == set(table["id"])
     wanted = claims.HOLDS if hold else claims.FAILS
-    wrong = table[table["verdict"] != wanted][["id", "backend", "verdict", "numbers"]]
+    wrong = table[table["verdict"].map(claims.verdict_kind) != wanted][["id", "backend", "verdict", "numbers"]]
     assert wrong.empty, wrong.to_string()
+    # the synthetic cells run 100 steps, short of every paper budget: no verdict is bare
+    assert not table["verdict"].isin([claims.HOLDS, claims.FAILS]).any(), table["verdict"].tolist()
 
 
 def test_claims_without_their_data_are_not_measured(tmp_path):
     runs = load.load_runs([report_tables.write(tmp_path, drop_problem="mnist5k-mlp-ternary")])
     table = claims.evaluate(runs.df, runs.facts).set_index(["id", "backend"])
     assert table.loc[("ternary-sparser-than-twn", "torch"), "verdict"] == claims.NOT_MEASURED
-    assert table.loc[("binary-matches-bc", "torch"), "verdict"] == claims.HOLDS
+    assert claims.verdict_kind(table.loc[("binary-matches-bc", "torch"), "verdict"]) == claims.HOLDS
 
 
 def _python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -248,10 +250,12 @@ def test_two_runs_of_one_suite_count_as_replicates_in_claims_and_tables(tmp_path
     table = claims.evaluate(both.df, both.facts).set_index(["id", "backend"])
     # mean over the 2 + 2 cells: (0.95 + 0.935) / 2 = 94.25%, within 1 point of BC's 95%
     binary = table.loc[("binary-matches-bc", "torch")]
-    assert binary["verdict"] == claims.HOLDS and "binary MSA 94.2% vs BC 95.0%" in binary["numbers"]
+    assert (
+        claims.verdict_kind(binary["verdict"]) == claims.HOLDS and "binary MSA 94.2% vs BC 95.0%" in binary["numbers"]
+    )
     second_only = load.load_runs([second])
     alone = claims.evaluate(second_only.df, second_only.facts).set_index(["id", "backend"])
-    assert alone.loc[("binary-matches-bc", "torch"), "verdict"] == claims.FAILS
+    assert claims.verdict_kind(alone.loc[("binary-matches-bc", "torch"), "verdict"]) == claims.FAILS
     # seconds to target: the median of two cells at t and two at 2t, i.e. 1.5 t
     fast = _seconds_to_target(load.load_runs([first]), "mnist5k-rescnn", "sgd")
     slow = _seconds_to_target(load.load_runs([second]), "mnist5k-rescnn", "sgd")
