@@ -53,8 +53,9 @@ import pyarrow.parquet as pq
 from implementations import spec
 
 #: 2: peak_rss_mib, peak_gpu_mib; 3: run facts (problems' targets, labels' algorithms);
-#: 4: provenance per row (host, device_name, git_sha, git_dirty, versions)
-SCHEMA_VERSION = 4
+#: 4: provenance per row (host, device_name, git_sha, git_dirty, versions);
+#: 5: resumed_from (the step from which a resumed cell continued its checkpoint)
+SCHEMA_VERSION = 5
 METADATA_KEY = b"msabench"
 STATUSES = ("ok", "diverged", "error", "skipped")
 TRAINED = ("ok", "diverged")  # statuses of cells that trained: their last row is their result
@@ -92,6 +93,9 @@ TRAJECTORY = (
     ("compile_s", pa.float64()),
     ("ms_per_step", pa.float64()),
     ("concurrency", pa.int64()),
+    #: 0 for a row trained in one go; k for the rows a cell trained after resuming from
+    #: its checkpoint at step k (its earlier rows keep the value they were written with)
+    ("resumed_from", pa.int64()),
     ("peak_rss_mib", pa.float64()),
     ("peak_gpu_mib", pa.float64()),
 )
@@ -248,9 +252,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as e:
         raise ResultsError(f"{path}: msabench metadata is not valid JSON ({one_line(e)})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
-    if version != SCHEMA_VERSION:
-        raise ResultsError(f"{path} has schema_version {version!r}; this msabench reads version {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION and version not in UPGRADES:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise ResultsError(f"{path} has schema_version {version!r}; this msabench reads versions {readable}")
     return meta
+
+
+def _from_v4(df: pd.DataFrame) -> pd.DataFrame:
+    """Version 4 had no checkpoints: every cell trained in one go."""
+    return df.assign(resumed_from=0)
+
+
+#: older schema versions this msabench still reads, each with its upgrade to the current one
+UPGRADES = {4: _from_v4}
+#: every schema version this msabench reads (the current one and those it upgrades)
+READABLE_VERSIONS = (*sorted(UPGRADES), SCHEMA_VERSION)
 
 
 def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -262,6 +278,9 @@ def read_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]
         df = table.to_pandas()
     except (pa.ArrowException, OSError) as e:
         raise ResultsError(f"not a parquet file (or corrupt): {path} ({one_line(e)})") from None
+    if meta["schema_version"] != SCHEMA_VERSION:
+        df = UPGRADES[meta["schema_version"]](df)
+        meta = {**meta, "schema_version": SCHEMA_VERSION, "upgraded_from": meta["schema_version"]}
     try:
         validate_types(table.schema)
         validate(df)

@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -99,6 +109,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--retry-errors", action="store_true", help="with --resume: also rerun the cells that ended with an error"
     )
     p.add_argument(
+        "--checkpoint-every",
+        type=_nonnegative_int,
+        metavar="N",
+        help="besides at every evaluation point, checkpoint a running cell every N steps (0: never "
+        "checkpoint); --resume continues a cell from its last checkpoint",
+    )
+    p.add_argument(
         "--executor",
         choices=("local", "dask"),
         default="local",
@@ -147,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "jobs": args.jobs,
         "threads": args.threads,
         "fresh_process": args.fresh_process,
+        "checkpoint_every": args.checkpoint_every,
         "executor": args.executor,
         "scheduler": args.scheduler,
         "show_progress": not args.quiet,

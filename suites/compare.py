@@ -126,7 +126,7 @@ def default_pair(results_dir: Path, suite: str) -> tuple[Path, Path] | None:
             meta = _raw_metadata(base)
         except CompareError:
             continue  # an unreadable old file is no baseline
-        if meta.get("schema_version") == schema.SCHEMA_VERSION and devices & _file_devices(base):
+        if meta.get("schema_version") in schema.READABLE_VERSIONS and devices & _file_devices(base):
             return base, new
     return None
 
@@ -157,7 +157,8 @@ def _budget(meta: dict[str, Any]) -> dict[str, Any]:
 def _refuse_incomparable(mb: dict[str, Any], mn: dict[str, Any], base: Path, new: Path) -> None:
     """``CompareError`` when the two runs' metadata say their numbers do not compare."""
     vb, vn = mb.get("schema_version"), mn.get("schema_version")
-    if vb != vn:
+    # versions this msabench upgrades on reading compare as the current one
+    if vb != vn and not {vb, vn} <= set(schema.READABLE_VERSIONS):
         raise CompareError(f"cannot compare schema version {vb} ({base}) with schema version {vn} ({new})")
     if mb.get("suite") != mn.get("suite"):
         raise CompareError(f"cannot compare runs of different suites: {mb.get('suite')!r} vs {mn.get('suite')!r}")

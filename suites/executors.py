@@ -37,7 +37,7 @@ from typing import Any, Protocol, TextIO
 import pandas as pd
 from tqdm import tqdm
 
-from suites import datasets, stopping, store, training
+from suites import checkpoints, datasets, stopping, store, training
 from suites.errors import CellLost, CellsLost, StoreError
 from suites.planning import Cell
 from suites.store import Run
@@ -106,13 +106,16 @@ class Task:
     the run's identity (``run.root`` is None: a worker never writes), the concurrency
     recorded on its rows, and the setup applied at the cell's start (``prepare``):
     intra-op threads (None: as the worker has them) and the data directory (None: the
-    worker's own)."""
+    worker's own). ``checkpoint`` names the cell's checkpoint file, the one file a worker
+    writes (it must see the run's folder for that: on a cluster, a shared file system;
+    a worker that cannot write it trains on without checkpoints)."""
 
     cell: Cell
     run: Run
     concurrency: int = 1
     threads: int | None = None
     data_dir: str | None = None
+    checkpoint: checkpoints.Policy = checkpoints.NEVER
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def run_task(task: Task, progress: Callable[[int], Any] | None = None) -> CellRe
     """Run one cell where this is called (in the driver, a pool worker or a cluster worker):
     apply the task's setup, train, return the rows. Writes nothing."""
     prepare(task.threads, task.data_dir)
-    rows, tb = training.train_cell(task.cell, task.run, task.concurrency, progress)
+    rows, tb = training.train_cell(task.cell, task.run, task.concurrency, progress, task.checkpoint)
     return CellResult(rows, tb)
 
 
@@ -302,6 +305,7 @@ def execute(
     concurrency: int | None = None,
     fresh_process: bool = False,
     retry_errors: bool = False,
+    checkpoint_every: int | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> dict[str, pd.DataFrame]:
@@ -313,7 +317,11 @@ def execute(
     (``LocalPool``; also for one job with ``fresh_process``), whose workers use ``threads``
     intra-op threads each. ``threads`` and the data directory travel with every cell
     (``Task``). ``concurrency`` (recorded on every row) defaults to ``min(jobs, cells to
-    run)``. A cell that raised becomes an ``error`` row; the other cells go on. Cells whose
+    run)``. Each cell checkpoints into the run's folder at its evaluation points and, with
+    ``checkpoint_every``, every that many steps (0: never; no checkpoints for a run without
+    a folder), and continues from its checkpoint when it has one; the driver deletes a
+    cell's checkpoint once its part is written. A cell that raised becomes an ``error``
+    row; the other cells go on. Cells whose
     worker died get no part, and once the others are done the run stops with
     ``CellsLost``. A ``StoreError`` (a part file cannot be written: full or read-only disk)
     stops the run: the cells that finished keep their parts. A ``KeyboardInterrupt``
@@ -364,6 +372,7 @@ def execute(
             result = CellResult(training.error_frame(run, cell, concurrency, e), tb)
         if run.root is not None:
             store.write_part(run, cell, result.rows, result.traceback)
+            checkpoints.remove(policy_for(cell).path)  # the part is final
         results[cell.cell_id] = result.rows
         if not in_process:
             bar.set_description_str(f"{len(results)}/{len(todo)} cells")
@@ -372,8 +381,13 @@ def execute(
         if last["status"] != "ok":
             say(f"{cell.cell_id}: {last['status']}: {last['reason']}")
 
+    def policy_for(cell: Cell) -> checkpoints.Policy:
+        if run.root is None or checkpoint_every == 0:
+            return checkpoints.NEVER
+        return checkpoints.Policy(str(run.checkpoint_path(cell)), checkpoint_every)
+
     def submit(cell: Cell) -> cf.Future:
-        task = Task(cell, worker_run, concurrency, threads, data_dir)
+        task = Task(cell, worker_run, concurrency, threads, data_dir, policy_for(cell))
         try:
             return executor.submit(run_task, task, progress_for(cell))
         except (CellLost, BrokenProcessPool) as e:  # a pool that cannot take tasks any more

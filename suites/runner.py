@@ -63,6 +63,7 @@ def start(
     executor: Executor | str | None = None,
     scheduler: str | None = None,
     fresh_process: bool = False,
+    checkpoint_every: int | None = None,
     command: str | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
@@ -76,8 +77,9 @@ def start(
     the number of cells at once (0: ``executors.auto_jobs``); ``threads`` the intra-op
     threads per cell, set in this process too when cells run here (None: this process's
     are left as they are). ``fresh_process`` runs every cell in a new worker process
-    (``executors.LocalPool``). ``command`` is recorded in the options, as the CLI's command
-    line.
+    (``executors.LocalPool``). Cells checkpoint at their evaluation points and, with
+    ``checkpoint_every``, every that many steps (0: never; ``suites.checkpoints``).
+    ``command`` is recorded in the options, as the CLI's command line.
 
     ``executor`` is an ``Executor`` of the caller's, or ``"local"`` (None: the serial
     executor or a process pool of ``jobs``), or ``"dask"``: a ``LocalCluster`` of ``jobs``
@@ -128,6 +130,7 @@ def start(
             "jobs": jobs,
             "threads": threads,  # per cell
             "fresh_process": fresh_process,
+            "checkpoint_every": checkpoint_every,
             "command": command,
             "executor": "dask" if isinstance(opened, dask_cluster.DaskExecutor) else "local",
             "scheduler": scheduler,
@@ -141,6 +144,7 @@ def start(
             threads=cell_threads,
             executor=opened,
             fresh_process=fresh_process,
+            checkpoint_every=checkpoint_every,
             show_progress=show_progress,
             log=log,
         )
@@ -156,6 +160,7 @@ def run_suite(
     threads: int | None = None,
     executor: Executor | None = None,
     fresh_process: bool = False,
+    checkpoint_every: int | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
@@ -163,7 +168,13 @@ def run_suite(
     write the run file, holding the run's lock throughout; return the run file's path.
     ``start`` without its checks: the caller planned the cells."""
     with store.started_run(Path(out), suite.name, cells, options) as (run, doc):
-        how = {"jobs": jobs, "threads": threads, "executor": executor, "fresh_process": fresh_process}
+        how = {
+            "jobs": jobs,
+            "threads": threads,
+            "executor": executor,
+            "fresh_process": fresh_process,
+            "checkpoint_every": checkpoint_every,
+        }
         return _execute(run, cells, doc, how, show_progress, log)
 
 
@@ -179,18 +190,20 @@ def resume(
     scheduler: str | None = None,
     fresh_process: bool = False,
     retry_errors: bool = False,
+    checkpoint_every: int | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
 ) -> Path:
     """Finish an interrupted run: run the cells of its ``run.json`` that ``store.to_run``
     picks (no part yet, or a skipped one; with ``retry_errors`` also those that failed
-    with an ``error``) and write the run file; return its path.
+    with an ``error``) and write the run file; return its path. A cell that left a
+    checkpoint continues from it (``suites.checkpoints``), its rows so far kept.
 
     The run is locked as soon as it is found (``RunError`` naming the holder when another
     process has it), then checked like a new one (data sets) before ``run.json`` records
     the resumption. ``data_dir`` defaults to the one the run recorded; ``jobs`` and
-    ``threads``, ``executor``, ``scheduler`` and ``fresh_process`` are ``start``'s, and may
-    differ from the run's first start (the cells' own options are fixed in ``run.json``)."""
+    ``threads``, ``executor``, ``scheduler``, ``fresh_process`` and ``checkpoint_every``
+    are ``start``'s, and may differ from the run's first start (the cells' own options are fixed in ``run.json``)."""
     run, cells, _ = store.load_run(Path(out), suite, run_id)
     with store.hold(run):
         doc = store.read_plan(run)  # as it is under the lock
@@ -207,6 +220,7 @@ def resume(
                 "executor": opened,
                 "fresh_process": fresh_process,
                 "retry_errors": retry_errors,
+                "checkpoint_every": checkpoint_every,
             }
             return _execute(run, cells, doc, how, show_progress, log)
 

@@ -5,6 +5,7 @@ Layout of a run under the output root ``out``::
     out/<suite>/<run_id>/run.json             the plan: options, provenance, every cell
     out/<suite>/<run_id>/lock                 held (fcntl.flock) by the process running the run
     out/<suite>/<run_id>/cells/<cell_id>.parquet   one part per finished cell (atomic)
+    out/<suite>/<run_id>/checkpoints/<cell_id>.npz  a running cell's checkpoint (suites.checkpoints)
     out/<suite>/<run_id>.parquet              the run file: all parts + metadata
 
 ``started_run`` makes a new run (folder, lock, ``run.json``); ``load_run``, ``hold``,
@@ -60,6 +61,9 @@ class Run:
 
     def part_path(self, cell: Cell) -> Path:
         return self.run_dir / "cells" / f"{cell.cell_id}.parquet"
+
+    def checkpoint_path(self, cell: Cell) -> Path:
+        return self.run_dir / "checkpoints" / f"{cell.cell_id}.npz"
 
 
 def new_run_id() -> str:

@@ -8,15 +8,23 @@ This module is the one home of the timing contract (docs/design.md §4): only
 ``trainer.put`` before the block starts, and step metrics (device scalars) are only read
 after the block has been timed. Evaluation runs outside the clock.
 
+A cell checkpoints at its evaluation points (``suites.checkpoints``) when its policy names
+a file, and a cell that finds its checkpoint continues from it: the state restored
+(``Trainer.restore``), the batch stream sought to the step, the rows and counters so far
+kept. The first step a process trains is always a block of its own, timed into
+``compile_s``, so ``compile_s`` is the sum of those first steps (one per process that
+trained the cell: they include compilation and warm-up) and ``time_s`` the other steps'.
+
 ``train_cell`` never raises for a failing cell: skipped, diverged and failed cells are rows
-with a status and a reason. It writes nothing: the driver writes the part
-(``executors.execute``), so a cell needs no access to the run's folder.
+with a status and a reason. Besides its checkpoint it writes nothing: the driver writes
+the part (``executors.execute``), so a cell needs no access to the run's folder.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,7 +35,7 @@ import pandas as pd
 
 import implementations as registry
 from implementations import spec
-from suites import datasets, memory, problems, provenance, schema
+from suites import checkpoints, datasets, memory, problems, provenance, schema
 from suites.planning import Cell
 from suites.store import Run
 
@@ -46,16 +54,20 @@ def _as_float(v: Any) -> float:
     return float(np.asarray(v, dtype=np.float64).sum())
 
 
-def _blocks(steps: int, eval_every: int) -> Iterator[tuple[int, bool]]:
-    """The timed blocks of a cell, lazily (memory stays constant whatever the budget): the
-    step count at each block's end, and whether it is an evaluation point (every
-    ``eval_every`` steps, and the last step). The first step is a block of its own; the
-    others end at evaluation points, split to at most ``MAX_BLOCK`` steps."""
-    yield 1, eval_every == 1 or steps == 1
-    done = 1
+def _blocks(steps: int, eval_every: int, start: int = 0, every: int | None = None) -> Iterator[tuple[int, bool]]:
+    """The timed blocks of a cell from step ``start`` (a resumed cell's checkpoint) on,
+    lazily (memory stays constant whatever the budget): the step count at each block's
+    end, and whether it is an evaluation point (every ``eval_every`` steps, and the last
+    step). The first step is a block of its own; the others end at evaluation points and
+    at multiples of ``every`` (the checkpoint interval, when there is one), split to at
+    most ``MAX_BLOCK`` steps."""
+    done = start + 1
+    yield done, done % eval_every == 0 or done == steps
     while done < steps:
         next_eval = min(steps, (done // eval_every + 1) * eval_every)
         end = min(next_eval, done + MAX_BLOCK)
+        if every:
+            end = min(end, (done // every + 1) * every)
         yield end, end == next_eval
         done = end
 
@@ -106,29 +118,40 @@ def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
         "seed": cell.seed,
         **provenance.cell_provenance(cell.device),
         "concurrency": concurrency,
+        "resumed_from": 0,
         **schema.hp_columns(cell.hp),
     }
 
 
-def run_cell(cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
+def run_cell(
+    cell: Cell,
+    run: Run,
+    concurrency: int = 1,
+    progress: Callable[[int], Any] | None = None,
+    checkpoint: checkpoints.Policy = checkpoints.NEVER,
+) -> pd.DataFrame:
     """Train one cell and return its rows (``train_cell`` without the traceback)."""
-    return train_cell(cell, run, concurrency, progress)[0]
+    return train_cell(cell, run, concurrency, progress, checkpoint)[0]
 
 
 def train_cell(
-    cell: Cell, run: Run, concurrency: int = 1, progress: Callable[[int], Any] | None = None
+    cell: Cell,
+    run: Run,
+    concurrency: int = 1,
+    progress: Callable[[int], Any] | None = None,
+    checkpoint: checkpoints.Policy = checkpoints.NEVER,
 ) -> tuple[pd.DataFrame, str | None]:
     """Train one cell; return its rows and, when it failed with one, the traceback.
 
     Never raises for a failing cell (the failure becomes a ``diverged``/``error``/``skipped``
-    row) and writes nothing: ``run`` is read for the rows' identity only (its ``root`` is
-    not used), so the cell can run on a machine that cannot see the run's folder; the
-    driver writes the part."""
+    row) and writes nothing but its ``checkpoint`` (the policy's file; none by default):
+    ``run`` is read for the rows' identity only (its ``root`` is not used), so the cell can
+    run on a machine that cannot see the run's folder; the driver writes the part."""
     base = _identity(run, cell, concurrency)
     tb: str | None = None
     try:
         with memory.PeakMemory(cell.backend, cell.device) as peak:
-            rows = _train(cell, base, progress)
+            rows = _train(cell, base, progress, checkpoint)
         if any(r["status"] != "skipped" for r in rows):  # a skipped cell allocated nothing of its own
             for r in rows:
                 r["peak_rss_mib"], r["peak_gpu_mib"] = peak.host_mib, peak.gpu_mib
@@ -150,7 +173,9 @@ def _skip_reasons(cell: Cell, problem: problems.Problem) -> list[str]:
     return reasons
 
 
-def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | None) -> list[dict[str, Any]]:
+def _train(
+    cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | None, policy: checkpoints.Policy
+) -> list[dict[str, Any]]:
     problem = problems.get_problem(cell.problem)
     reasons = _skip_reasons(cell, problem)
     if reasons:
@@ -185,15 +210,26 @@ def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | No
 
     try:
         trainer = make(problem, cell.hp, dtype=cell.dtype, device=cell.device, seed=cell.seed)
-        state = trainer.init(problem.init_params(cell.seed))
-        batches = problem.batches("train", cell.seed)
         sets = _eval_sets(problem)
-        first = evaluate(trainer, state, problem, sets)
-        if not math.isfinite(first["train_loss"]):
-            rows.append(row(0, first, "diverged", "non-finite training loss at step 0"))
-            return _finish(rows, compile_s, block_ms)
-        rows.append(row(0, first))
-        for end, is_eval in _blocks(cell.steps, cell.eval_every):
+        resumed = checkpoints.load(policy, cell)
+        if resumed is None:
+            state = trainer.init(problem.init_params(cell.seed))
+            first = evaluate(trainer, state, problem, sets)
+            if not math.isfinite(first["train_loss"]):
+                rows.append(row(0, first, "diverged", "non-finite training loss at step 0"))
+                return _finish(rows, compile_s, block_ms)
+            rows.append(row(0, first))
+        else:
+            state = trainer.restore(resumed.state)
+            done, rows = resumed.step, resumed.rows
+            time_s, block_ms, flips = resumed.loop["time_s"], resumed.loop["block_ms"], resumed.loop["flips"]
+            compile_s = resumed.loop["compile_s"]
+            base["resumed_from"] = done
+            if progress is not None:
+                progress(done)
+        batches = problem.batches("train", cell.seed, done)
+        first_block = True
+        for end, is_eval in _blocks(cell.steps, cell.eval_every, done, policy.every):
             n = end - done
             staged = [trainer.put(next(batches)) for _ in range(n)]  # host->device outside the clock
             collected = []
@@ -205,8 +241,9 @@ def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | No
             trainer.sync(state)
             dt = time.perf_counter() - t0
             del staged
-            if done == 0:
-                compile_s = dt
+            if first_block:  # this process's first step: compilation and warm-up
+                compile_s = dt if math.isnan(compile_s) else compile_s + dt
+                first_block = False
             else:
                 time_s += dt
                 block_ms.append(1000.0 * dt / n)
@@ -233,9 +270,26 @@ def _train(cell: Cell, base: dict[str, Any], progress: Callable[[int], Any] | No
                     break
                 rows.append(row(end, metrics))
                 flips = 0.0 if flips is not None else None
+            if end < cell.steps and policy.due(end, is_eval):
+                loop = {"time_s": time_s, "compile_s": compile_s, "block_ms": block_ms, "flips": flips}
+                policy = _checkpoint(policy, cell, end, trainer.state_arrays(state), rows, loop)
     except Exception as e:  # noqa: BLE001 - a failing cell is a row, never a dead suite
         rows.append({**row(done, {}, "error", schema.one_line(e)), "_traceback": traceback.format_exc()})
     return _finish(rows, compile_s, block_ms)
+
+
+def _checkpoint(
+    policy: checkpoints.Policy, cell: Cell, step: int, state: dict, rows: list, loop: dict
+) -> checkpoints.Policy:
+    """Save a checkpoint; the policy to go on with. A checkpoint that cannot be written (a
+    worker that cannot see the run's folder, a full disk) never fails the cell: it is said
+    once, in one line, and the cell trains on without checkpoints."""
+    try:
+        checkpoints.save(policy.path, cell, step, state, rows, loop)
+    except OSError as e:
+        print(f"{cell.cell_id}: cannot write checkpoint {policy.path} ({e}); training on without", file=sys.stderr)
+        return checkpoints.Policy()
+    return policy
 
 
 def _finish(rows: list[dict[str, Any]], compile_s: float, block_ms: list[float]) -> list[dict[str, Any]]:

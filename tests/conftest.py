@@ -97,7 +97,14 @@ class Fake:
             def sync(state):
                 fake.events.append("sync")
 
-            return implementations.spec.Trainer(init, put, step, get, predict, sync, state_arrays=lambda state: {})
+            def state_arrays(state):
+                return implementations.spec.named_arrays("params", state["params"]) | {"step": np.asarray(state["k"])}
+
+            def restore(arrays):
+                fake.events.append(f"restore@{int(arrays['step'])}")
+                return {"params": implementations.spec.initial_params_of(arrays), "k": int(arrays["step"])}
+
+            return implementations.spec.Trainer(init, put, step, get, predict, sync, state_arrays, restore)
 
         return make
 

@@ -135,7 +135,7 @@ def test_a_version_3_file_without_provenance_columns_is_refused_in_one_line(tmp_
     old = pq.read_table(path).drop_columns([name for name, _ in schema.PROVENANCE])
     pq.write_table(old, path)
     _rewrite_meta(path, {"schema_version": 3, "suite": "s", "problems": {}, "labels": {}})
-    _expect(path, f"has schema_version 3; this msabench reads version {schema.SCHEMA_VERSION}$")
+    _expect(path, "has schema_version 3; this msabench reads versions 4, 5$")
     with pytest.raises(schema.ResultsError, match="schema_version 3"):
         schema.read_run(path)
 
@@ -211,3 +211,14 @@ def test_wrong_column_type_is_refused(tmp_path):
     i = table.schema.get_field_index("seed")
     pq.write_table(table.set_column(i, "seed", pa.array(["0"] * table.num_rows)), path)
     _expect(path, "column seed has type string, expected int64")
+
+
+def test_a_version_4_file_is_read_as_cells_trained_in_one_go(tmp_path):
+    """Version 4 predates checkpoints: its rows read with ``resumed_from`` 0, and the
+    metadata says the file was upgraded."""
+    path = schema.write_parquet(_rows(), tmp_path / "v4.parquet", {})
+    pq.write_table(pq.read_table(path).drop_columns(["resumed_from"]), path)
+    _rewrite_meta(path, {"schema_version": 4})
+    df, meta = schema.read_results(path)
+    assert (df["resumed_from"] == 0).all() and len(df) == len(_rows())
+    assert meta["schema_version"] == schema.SCHEMA_VERSION and meta["upgraded_from"] == 4
