@@ -218,6 +218,17 @@ class Adam(_TrainsRealWeights):
 
 
 @dataclass(frozen=True)
+class RMSprop(_TrainsRealWeights):
+    """RMSprop on J, torch.optim.RMSprop's rule without momentum or centring:
+    ``v ← α v + (1-α) g²`` (v₀ = 0), ``θ ← θ - lr g / (√v + eps)``, eps outside the root."""
+
+    lr: float
+    alpha: float = 0.99
+    eps: float = 1e-8
+    reg: float = 0.0
+
+
+@dataclass(frozen=True)
 class MSA(_TrainsRealWeights):
     """Basic MSA (JMLR §3): ``θ_t ← argmax_θ Σ_s H_t(x_t, p_{t+1}, θ)``, the argmax
     approximated by ``inner_steps`` iterations of ``inner`` from the current θ."""
@@ -298,7 +309,7 @@ class STE:
 #: backend implements it in the module of that name (``implementations/<backend>/<id>.py``,
 #: whose ``make`` builds its trainer), and ``hp.weights_trained()`` names the problem
 #: weights it trains (``real``, ``binary``, ``ternary``).
-HYPERPARAMETERS = (SGD, Adagrad, Adam, MSA, EMSA, DMSA, STE)
+HYPERPARAMETERS = (SGD, Adagrad, Adam, RMSprop, MSA, EMSA, DMSA, STE)
 BY_ID: dict[str, type] = {cls.__name__.lower(): cls for cls in HYPERPARAMETERS}
 
 
@@ -370,7 +381,7 @@ def initial_params_of(arrays: dict) -> list:
 #: - ``m_bar/j``: binary/ternary MSA's moving average M̄; ``alpha``: its α; ``step``: the
 #:   steps taken, where the algorithm counts them;
 #: - ``opt/<slot>/i``: the optimizer's per-parameter state for parameter i, ``slot`` one
-#:   of ``m``, ``v`` (Adam's moments), ``sum`` (Adagrad's G), ``momentum`` (SGD's v);
+#:   of ``m``, ``v`` (Adam's moments; RMSprop's mean square), ``sum`` (Adagrad's G), ``momentum`` (SGD's v);
 #:   ``opt/step``: the optimizer's own step count (Adam's bias correction).
 STATE_KEYS = ("params", "latent", "running", "m_bar", "alpha", "step", "opt")
 
