@@ -4,7 +4,9 @@ The algorithms are ``spec.HYPERPARAMETERS`` (one table: id, hyperparameters, mod
 name, weights trained); ``REGISTRY`` maps ``(algorithm, backend)`` to the
 ``"implementations.<backend>.<algorithm>:make"`` that builds its trainer. Modules are
 imported only when asked for, so a machine without JAX can still run the torch backend. The kernel
-backends (triton, cuda) register only the algorithms their ops serve (dmsa, emsa).
+backends (triton, cuda) register only the algorithms their ops serve (dmsa, emsa), and an
+algorithm of ``PARTIAL_ALGORITHMS`` only the backends written so far (DDPNOpt: the
+reference); a pair left out is ``why_not``'s reason and a ``skipped`` row, never a crash.
 
     make = implementations.get("emsa", "torch")
     trainer = make(problem, EMSA(rho=1.0), dtype="float32", device="cpu", seed=0)
@@ -30,12 +32,22 @@ BACKENDS = ("reference", "torch", "jax", "triton", "cuda")
 KERNEL_BACKENDS = ("triton", "cuda")
 KERNEL_ALGORITHMS = ("dmsa", "emsa")
 
+#: algorithms written so far in some backends only (algorithm -> those backends)
+PARTIAL_ALGORITHMS = {"ddpnopt": ("reference",)}
+
+
+def _registered(alg: str, backend: str) -> bool:
+    if alg in PARTIAL_ALGORITHMS:
+        return backend in PARTIAL_ALGORITHMS[alg]
+    return backend not in KERNEL_BACKENDS or alg in KERNEL_ALGORITHMS
+
+
 #: (algorithm, backend) -> "module:make"
 REGISTRY: dict[tuple[str, str], str] = {
     (alg, backend): f"implementations.{backend}.{alg}:make"
     for backend in BACKENDS
     for alg in ALGORITHMS
-    if backend not in KERNEL_BACKENDS or alg in KERNEL_ALGORITHMS
+    if _registered(alg, backend)
 }
 
 #: packages a backend imports; a missing one makes its cells ``skipped``.
@@ -72,6 +84,8 @@ def _missing_packages(backend: str) -> list[str]:
 
 
 def _not_implemented(algorithm: str, backend: str) -> str:
+    if algorithm in PARTIAL_ALGORITHMS:
+        return f"{algorithm} is implemented in the {' and '.join(PARTIAL_ALGORITHMS[algorithm])} backend only so far"
     return f"the {backend} backend implements {' and '.join(KERNEL_ALGORITHMS)} only, not {algorithm}"
 
 

@@ -218,6 +218,17 @@ class Adam(_TrainsRealWeights):
 
 
 @dataclass(frozen=True)
+class RMSprop(_TrainsRealWeights):
+    """RMSprop on J, torch.optim.RMSprop's rule without momentum or centring:
+    ``v ← α v + (1-α) g²`` (v₀ = 0), ``θ ← θ - lr g / (√v + eps)``, eps outside the root."""
+
+    lr: float
+    alpha: float = 0.99
+    eps: float = 1e-8
+    reg: float = 0.0
+
+
+@dataclass(frozen=True)
 class MSA(_TrainsRealWeights):
     """Basic MSA (JMLR §3): ``θ_t ← argmax_θ Σ_s H_t(x_t, p_{t+1}, θ)``, the argmax
     approximated by ``inner_steps`` iterations of ``inner`` from the current θ."""
@@ -238,6 +249,62 @@ class EMSA(_TrainsRealWeights):
     inner_steps: int = 10
     inner_lr: float = 0.1
     reg: float = 1e-3
+
+
+#: DDPNOpt's preconditioners (the wrapped base optimizer) and value-curvature modes.
+DDP_PRECONDITIONERS = ("sgd", "rmsprop", "adam")
+DDP_VXX = ("factored", "dense")
+
+
+@dataclass(frozen=True)
+class DDPNOpt(_TrainsRealWeights):
+    """DDPNOpt (Liu, Chen & Theodorou, ICLR 2021; shared/ALGORITHMS.md §5): one step of
+    differential dynamic programming on the layer chain, θ_t the control of stage t.
+
+    Stages: every layer with parameters (Dense, Conv, ResDense, ResConv, BatchNorm's γ, β)
+    is a controlled stage ``x_{t+1} = f_t(x_t, θ_t)``; parameter-free layers (activations,
+    pooling, Flatten, SumFeatures) are folded into the next stage's f_t, and those after
+    the last controlled layer into the terminal loss Φ. Per sample s, with η = ``lr`` and
+    M_t the base optimizer's preconditioner (SGD: I; RMSprop: diag(√v) + eps; Adam:
+    diag(√v̂) + eps), the curvature Q̃_θθ = M_t/η is used in the policy and the value
+    update alike:
+
+    - backward: Q_θ = wd·θ + B_tᵀ v_{s,t+1}, Q_x = A_tᵀ v_{s,t+1}, Gauss-Newton
+      Q_θx = B_tᵀ V' A_t; M_t is updated from mean_s Q_θ as the base optimizer updates
+      from a gradient; k_s = -η M⁻¹ Q_θ, v_{s,t} = Q_x + Q_θxᵀ k_s,
+      V_{s,t} = A_tᵀ V' A_t - η Q_θxᵀ M⁻¹ Q_θx; V' = V_{s,t+1} + ``vxx_reg``·I;
+    - ``vxx="factored"``: V_{s,t} = z zᵀ, z_T = ∇Φ_s,
+      z_{s,t} = √max(0, 1 - η qᵀM⁻¹q)·A_tᵀ z with q = B_tᵀ z (a clamp when the root's
+      argument is negative, counted in the ``clamps`` metric); ``vxx_reg`` enters only the
+      products with V' (Q_θx in the value update and in the feedback), never z;
+      ``vxx="dense"``: V_{s,T} = ∇²Φ_s as matrices (small nets only);
+    - forward: θ_t ← θ_t - η M⁻¹ mean_s(Q_θ + Q_θx δx_s), δx_s = x̂_{s,t} - x_{s,t} on the
+      new trajectory x̂; for Adam the mean Q_θ there is its bias-corrected first moment
+      m̂ (so ``feedback=False`` is Adam exactly); no line search.
+
+    ``feedback=False`` sets Q_θx ≡ 0 in the policy and the value update: the base
+    optimizer's step. A_t, B_t are used through vjp/jvp only in factored mode. BatchNorm:
+    the first-order terms (v, Q_θ) are backprop's, through the batch statistics; the
+    second-order terms (q, A_tᵀz, Q_θx) linearise each sample's map with the nominal
+    pass's batch statistics held fixed, and the feedback pass runs BN on the new batch.
+    ``weight_decay`` is ℓ_t(θ) = wd·½‖θ‖² (torch's weight_decay)."""
+
+    lr: float
+    precond: str = "rmsprop"
+    feedback: bool = True
+    vxx: str = "factored"
+    vxx_reg: float = 1e-3
+    rms_alpha: float = 0.99
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.precond not in DDP_PRECONDITIONERS:
+            raise ValueError(f"unknown DDPNOpt precond {self.precond!r} (known: {', '.join(DDP_PRECONDITIONERS)})")
+        if self.vxx not in DDP_VXX:
+            raise ValueError(f"unknown DDPNOpt vxx {self.vxx!r} (known: {', '.join(DDP_VXX)})")
 
 
 #: DMSA's numerical conventions (``implementations.conventions`` has the rules):
@@ -298,7 +365,7 @@ class STE:
 #: backend implements it in the module of that name (``implementations/<backend>/<id>.py``,
 #: whose ``make`` builds its trainer), and ``hp.weights_trained()`` names the problem
 #: weights it trains (``real``, ``binary``, ``ternary``).
-HYPERPARAMETERS = (SGD, Adagrad, Adam, MSA, EMSA, DMSA, STE)
+HYPERPARAMETERS = (SGD, Adagrad, Adam, RMSprop, MSA, EMSA, DMSA, STE, DDPNOpt)
 BY_ID: dict[str, type] = {cls.__name__.lower(): cls for cls in HYPERPARAMETERS}
 
 
@@ -370,7 +437,7 @@ def initial_params_of(arrays: dict) -> list:
 #: - ``m_bar/j``: binary/ternary MSA's moving average M̄; ``alpha``: its α; ``step``: the
 #:   steps taken, where the algorithm counts them;
 #: - ``opt/<slot>/i``: the optimizer's per-parameter state for parameter i, ``slot`` one
-#:   of ``m``, ``v`` (Adam's moments), ``sum`` (Adagrad's G), ``momentum`` (SGD's v);
+#:   of ``m``, ``v`` (Adam's moments; RMSprop's mean square), ``sum`` (Adagrad's G), ``momentum`` (SGD's v);
 #:   ``opt/step``: the optimizer's own step count (Adam's bias correction).
 STATE_KEYS = ("params", "latent", "running", "m_bar", "alpha", "step", "opt")
 

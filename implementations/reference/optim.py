@@ -20,6 +20,12 @@ def adagrad(params, grads, acc, *, lr, eps):
     return [p - lr * g / (jnp.sqrt(a) + eps) for p, g, a in zip(params, grads, acc)], acc
 
 
+def rmsprop(params, grads, sq, *, lr, alpha, eps):
+    """``v ← α v + (1-α) g²``, ``θ ← θ - lr g / (√v + eps)`` (torch's RMSprop, no momentum)."""
+    sq = [alpha * v + (1 - alpha) * g**2 for v, g in zip(sq, grads)]
+    return [p - lr * g / (jnp.sqrt(v) + eps) for p, g, v in zip(params, grads, sq)], sq
+
+
 def adam(params, grads, m, v, k, *, lr, b1=0.9, b2=0.999, eps=1e-8):
     """Adam with bias correction; ``lr`` may be a list (one per parameter)."""
     lrs = lr if isinstance(lr, (list, tuple)) else [lr] * len(params)

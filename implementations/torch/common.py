@@ -119,7 +119,13 @@ def host(v) -> np.ndarray:
 
 
 #: torch.optim's per-parameter state names -> ``spec.STATE_KEYS``'s optimizer slots
-_OPTIMIZER_SLOTS = {"exp_avg": "m", "exp_avg_sq": "v", "sum": "sum", "momentum_buffer": "momentum"}
+_OPTIMIZER_SLOTS = {
+    "exp_avg": "m",
+    "exp_avg_sq": "v",
+    "square_avg": "v",  # RMSprop's mean square: the same meaning as Adam's v, never both at once
+    "sum": "sum",
+    "momentum_buffer": "momentum",
+}
 
 
 def optimizer_arrays(opt: torch.optim.Optimizer, flat: list) -> dict:
@@ -191,8 +197,9 @@ def load_arrays(state: dict, arrays: dict) -> dict:
 def load_optimizer(opt: torch.optim.Optimizer, flat: list, arrays: dict) -> None:
     """The inverse of ``optimizer_arrays``: each parameter's slots set in ``opt.state``
     (created as torch creates them at its first step; Adam's ``step`` from ``opt/step``).
-    Adagrad's own count is not saved: it only scales a learning-rate decay that the
-    suite's Adagrad does not use (``lr_decay = 0``)."""
+    Adagrad's and RMSprop's own counts are not saved: Adagrad's only scales a
+    learning-rate decay that the suite's Adagrad does not use (``lr_decay = 0``), and
+    RMSprop's enters no update."""
     for i, v in enumerate(flat):
         held = {
             name: arrays[f"opt/{slot}/{i}"] for name, slot in _OPTIMIZER_SLOTS.items() if f"opt/{slot}/{i}" in arrays
@@ -204,3 +211,7 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: list, arrays: dict) -> None
             entry[name] = torch.as_tensor(a).to(dtype=v.dtype, device=v.device).clone()
         if isinstance(opt, torch.optim.Adam):
             entry["step"] = torch.tensor(float(arrays["opt/step"]))  # torch's own type: a float scalar
+        elif isinstance(opt, torch.optim.RMSprop):
+            # torch keeps a step count beside the mean square; without momentum or a
+            # learning-rate schedule it enters no update, so it is not saved
+            entry.setdefault("step", torch.tensor(0.0))
