@@ -118,6 +118,7 @@ def _smoke() -> Suite:
             e("sine-resnet", "sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG)),
             e("sine-resnet", "adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG)),
             e("sine-resnet", "adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG)),
+            e("sine-resnet", "rmsprop", spec.RMSprop(lr=SINE_ADAM_LR, reg=JMLR_REG)),
             e("sine-resnet", "msa", spec.MSA(inner="gd", inner_steps=2)),
             e("sine-resnet", "emsa", spec.EMSA(rho=1.0, inner="lbfgs", inner_steps=2)),
             e("digits-mlp-binary", "dmsa-binary", spec.DMSA(levels=2, rho=0.5)),
@@ -125,6 +126,8 @@ def _smoke() -> Suite:
             e("digits-mlp-ternary", "dmsa-ternary", spec.DMSA(levels=3, rho=0.25)),
             e("digits-mlp-ternary", "twn", spec.STE(kind="twn")),
             e("digits-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR)),
+            # the reference backend only so far: torch and jax cells are skipped with the reason
+            e("digits-mlp", "ddpnopt", spec.DDPNOpt(lr=MLP_ADAM_LR)),
         ),
         backends=("reference", "torch", "jax"),
         seeds=(0,),

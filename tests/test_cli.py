@@ -175,5 +175,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert set(last["backend"]) == set(implementations.BACKENDS) - set(implementations.KERNEL_BACKENDS)
     for _, row in last.iterrows():
         allowed = ("ok", "diverged") if row["algorithm"] == "msa" else ("ok",)
+        if row["backend"] not in implementations.PARTIAL_ALGORITHMS.get(row["algorithm"], (row["backend"],)):
+            allowed = ("skipped",)  # not implemented in this backend yet: a row that says so
         assert row["status"] in allowed, f"{row['cell_id']}: {row['status']}: {row['reason']}"
     assert (last.loc[last["status"] == "ok", "step"] == 3).all()

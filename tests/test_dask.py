@@ -21,8 +21,9 @@ import pytest
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")  # a dependency of distributed
 
+import implementations
 from suites import __main__ as cli
-from suites import dask_cluster, datasets, runner, schema
+from suites import dask_cluster, datasets, grids, runner, schema
 from suites.errors import CellLost
 from suites.planning import Cell
 from tests.dask_fake import FakeOnWorkers
@@ -65,13 +66,16 @@ def test_smoke_suite_on_a_local_cluster_gives_the_local_rows(tmp_path):
     local_rows, _ = schema.read_results(local_path)
     assert meta["options"]["executor"] == "dask" and meta["options"]["jobs"] == 2
     assert set(dask_rows.columns) == set(local_rows.columns)
-    assert (dask_rows.groupby("cell_id").tail(1)["status"] == "ok").all()
+    partial = [a for a, backends in implementations.PARTIAL_ALGORITHMS.items() if "torch" not in backends]
+    finals = dask_rows.groupby("cell_id").tail(1)
+    assert (finals.loc[~finals["algorithm"].isin(partial), "status"] == "ok").all()
+    assert (finals.loc[finals["algorithm"].isin(partial), "status"] == "skipped").all()
     same = sorted(set(dask_rows.columns) - MEASURED_OR_PLACED)
     key = ["cell_id", "step"]
     a = dask_rows.sort_values(key).reset_index(drop=True)[same]
     b = local_rows.sort_values(key).reset_index(drop=True)[same]
-    assert len(a) == len(b) and a["cell_id"].nunique() == 10
-    assert a["train_loss"].notna().all()
+    assert len(a) == len(b) and a["cell_id"].nunique() == len(grids.UNTUNED["smoke"].entries)
+    assert a.loc[a["status"] == "ok", "train_loss"].notna().all()
     # exact equality: the same cells on the same threads give the same floats, wherever they ran
     for column in same:
         assert a[column].astype(str).tolist() == b[column].astype(str).tolist(), column
