@@ -165,6 +165,26 @@ def layer_slices(layers: tuple[Layer, ...]) -> list[slice]:
     return out
 
 
+class DDPStage(NamedTuple):
+    """DDPNOpt's controlled stage: layers ``start .. stop-1``, the last one with parameters."""
+
+    start: int
+    stop: int
+
+
+def ddp_stages(layers: tuple[Layer, ...]) -> tuple[list[DDPStage], int]:
+    """DDPNOpt's controlled stages (a layer with parameters ends a stage; parameter-free
+    layers join the next one) and the index where the layers folded into Φ begin."""
+    stages, start = [], 0
+    for i, layer in enumerate(layers):
+        if layer.param_names:
+            stages.append(DDPStage(start, i + 1))
+            start = i + 1
+    if not stages:
+        raise ValueError("DDPNOpt needs at least one layer with parameters")
+    return stages, start
+
+
 # ---------------------------------------------------------------------------------------
 # Hyperparameters: one frozen dataclass per algorithm; the id is the lowercase class name.
 # ---------------------------------------------------------------------------------------
@@ -254,6 +274,8 @@ class EMSA(_TrainsRealWeights):
 #: DDPNOpt's preconditioners (the wrapped base optimizer) and value-curvature modes.
 DDP_PRECONDITIONERS = ("sgd", "rmsprop", "adam")
 DDP_VXX = ("factored", "dense")
+#: the base-optimizer slots DDPNOpt keeps per parameter (``opt/<slot>/i``), per precond
+DDP_SLOTS = {"sgd": (), "rmsprop": ("v",), "adam": ("m", "v")}
 
 
 @dataclass(frozen=True)

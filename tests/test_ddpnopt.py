@@ -1,4 +1,9 @@
-"""DDPNOpt's exact properties (shared/ALGORITHMS.md §5) on the float64 oracle.
+"""DDPNOpt's exact properties (shared/ALGORITHMS.md §5) on the float64 oracle, and the
+ones that hold exactly in every backend (open loop = the base optimizer, one controlled
+layer = the base optimizer, factored = dense from ∇Φ∇Φᵀ) in torch and jax too; their
+step-by-step agreement with the oracle is ``tests/test_parity.py``'s (DDPNOpt's rows),
+float32 and compile-once are ``tests/test_jax.py``'s, save/restore is
+``tests/test_checkpoint_state.py``'s, all driven by the parity table.
 
 Tolerances: float64 ε ≈ 2.2e-16. Each comparison evaluates the same formulas in a
 different operation order (torch.optim against the oracle, the rank-one factored update
@@ -19,11 +24,11 @@ import implementations
 from implementations import spec
 from implementations.reference import ddp, ddpnopt, pmp
 from suites.problems import Problem
-from tests import test_checkpoint_state, tiny
-from tests.test_parity import Case
+from tests import tiny
 
 RTOL = 1e-10  # see module docstring
 PRECONDS = spec.DDP_PRECONDITIONERS
+BACKENDS = ("reference", "torch", "jax")
 ONE_LAYER = Problem(
     "tiny-one-layer", (spec.Tanh(), spec.Dense(6, 3)), "xent", "real", 15, "glorot", tiny.load_vectors, n_classes=3
 )
@@ -44,6 +49,13 @@ def _ddp_hp(precond: str, lr: float, wd: float, **kw) -> spec.DDPNOpt:
     return spec.DDPNOpt(
         **{"lr": lr, "precond": precond, "rms_alpha": 0.9, "b1": 0.8, "b2": 0.99, "eps": 1e-8, "weight_decay": wd} | kw
     )
+
+
+def _ddp_trainer(backend: str, problem: Problem, hp: spec.DDPNOpt, **kw):
+    """A float64 DDPNOpt trainer of ``backend`` (``kw``: the test-only ``dense_terminal``)."""
+    if backend != "reference":
+        pytest.importorskip(backend)
+    return implementations.get("ddpnopt", backend)(problem, hp, dtype="float64", device="cpu", seed=0, **kw)
 
 
 def _close(a, b, what: str, rtol: float = RTOL) -> None:
@@ -68,26 +80,30 @@ def _assert_same_trajectory(got, want, label: str, rtol: float = RTOL) -> None:
             _close(a[key], b[key], f"{label}: step {k}: {key}", rtol)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("problem", [tiny.SINE, tiny.BN_REAL], ids=lambda p: p.name)
 @pytest.mark.parametrize("precond", PRECONDS)
-def test_open_loop_is_the_base_optimizer(precond: str, problem: Problem) -> None:
+def test_open_loop_is_the_base_optimizer(precond: str, problem: Problem, backend: str) -> None:
     """``feedback=False``: every step equals torch.optim's SGD / RMSprop / Adam step, in
     the parameters, BN's statistics and the optimizer's state, for 5 steps."""
     name, base_hp = _base(precond, 0.01, 1e-3)
     want = _trajectory(tiny.make_trainer("torch", name, problem, base_hp, "float64"), problem, 5)
-    got = _trajectory(ddpnopt.make(problem, _ddp_hp(precond, 0.01, 1e-3, feedback=False)), problem, 5)
-    _assert_same_trajectory(got, want, f"{precond} on {problem.name}")
+    got = _trajectory(_ddp_trainer(backend, problem, _ddp_hp(precond, 0.01, 1e-3, feedback=False)), problem, 5)
+    _assert_same_trajectory(got, want, f"{backend}: {precond} on {problem.name}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vxx", spec.DDP_VXX)
 @pytest.mark.parametrize("precond", PRECONDS)
-def test_one_controlled_layer_is_the_base_optimizer(precond: str, vxx: str) -> None:
+def test_one_controlled_layer_is_the_base_optimizer(precond: str, vxx: str, backend: str) -> None:
     """One controlled stage (a Tanh folded into it): δx_0 = 0, so with feedback and ε_V
-    the step is still the base optimizer's (the oracle's own baseline)."""
+    the step is still the base optimizer's (the same backend's baseline: torch.optim in
+    torch, optax in jax)."""
     name, base_hp = _base(precond, 0.05, 1e-3)
-    want = _trajectory(implementations.get(name, "reference")(ONE_LAYER, base_hp), ONE_LAYER, 5)
-    got = _trajectory(ddpnopt.make(ONE_LAYER, _ddp_hp(precond, 0.05, 1e-3, vxx=vxx, vxx_reg=0.1)), ONE_LAYER, 5)
-    _assert_same_trajectory(got, want, f"{precond}, {vxx}")
+    want = _trajectory(tiny.make_trainer(backend, name, ONE_LAYER, base_hp, "float64"), ONE_LAYER, 5)
+    hp = _ddp_hp(precond, 0.05, 1e-3, vxx=vxx, vxx_reg=0.1)
+    got = _trajectory(_ddp_trainer(backend, ONE_LAYER, hp), ONE_LAYER, 5)
+    _assert_same_trajectory(got, want, f"{backend}: {precond}, {vxx}")
 
 
 def _linear_stage(a: np.ndarray, b: np.ndarray) -> ddp.Dynamics:
@@ -131,19 +147,27 @@ def test_linear_quadratic_problem_is_solved_in_one_step() -> None:
     _close(np.concatenate([np.asarray(u) for u in new_u]), u_star, "one DDP step vs the minimiser")
 
 
-@pytest.mark.parametrize("problem", [tiny.SINE, tiny.BN_REAL, tiny.CNN], ids=lambda p: p.name)
+#: (backend, problem) pairs of the factored-equals-dense test: every net in the oracle;
+#: the BN net (BN's frozen statistics) and the CNN (conv, pooling) in torch and jax
+FACTORED_DENSE = [("reference", p) for p in (tiny.SINE, tiny.BN_REAL, tiny.CNN)] + [
+    (b, p) for b in ("torch", "jax") for p in (tiny.BN_REAL, tiny.CNN)
+]
+
+
+@pytest.mark.parametrize(("backend", "problem"), FACTORED_DENSE, ids=[f"{b}-{p.name}" for b, p in FACTORED_DENSE])
 @pytest.mark.parametrize("precond", PRECONDS)
-def test_factored_equals_dense_with_outer_terminal(precond: str, problem: Problem) -> None:
+def test_factored_equals_dense_with_outer_terminal(precond: str, backend: str, problem: Problem) -> None:
     """ε_V = 0 and no clamp: the rank-one factored value update is the dense one started
     from V_T = ∇Φ∇Φᵀ, for 3 steps (the clamp count is checked to be 0, so the property
     applies)."""
     # a small lr and, for RMSprop/Adam, eps = 0.1 keep η qᵀM⁻¹q < 1 (measured: no clamp)
     settings = {"lr": 1e-3, "wd": 1e-3, "vxx_reg": 0.0}
-    factored = ddpnopt.make(problem, _ddp_hp(precond, **settings, vxx="factored", eps=0.1))
-    dense = ddpnopt.make(problem, _ddp_hp(precond, **settings, vxx="dense", eps=0.1), dense_terminal="outer")
+    factored = _ddp_trainer(backend, problem, _ddp_hp(precond, **settings, vxx="factored", eps=0.1))
+    hp_dense = _ddp_hp(precond, **settings, vxx="dense", eps=0.1)
+    dense = _ddp_trainer(backend, problem, hp_dense, dense_terminal="outer")
     got = _trajectory(factored, problem, 3)
     assert all(int(m["clamps"]) == 0 for _, _, m in got)
-    _assert_same_trajectory(got, _trajectory(dense, problem, 3), f"{precond} on {problem.name}")
+    _assert_same_trajectory(got, _trajectory(dense, problem, 3), f"{backend}: {precond} on {problem.name}")
 
 
 @pytest.mark.parametrize("vxx", spec.DDP_VXX)
@@ -177,29 +201,18 @@ def test_feedback_pass_is_a_plain_forward_pass(problem: Problem, vxx: str) -> No
     assert not np.allclose(info["new_states"][-1], info["states"][-1])  # the step moved the trajectory
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vxx", spec.DDP_VXX)
-def test_loss_falls_within_20_steps(vxx: str) -> None:
+def test_loss_falls_within_20_steps(vxx: str, backend: str) -> None:
     """One fixed batch of the BN net: after 20 DDPNOpt (RMSprop, the defaults) steps the
-    loss is at least 10% lower (measured: 0.90 -> 0.70 factored, 0.58 dense)."""
+    loss is at least 10% lower (measured: 0.90 -> 0.70 factored, 0.58 dense, in every
+    backend: they agree to rounding)."""
     problem = tiny.BN_REAL
     batch = tiny.first_batches(problem, 1)[0]
-    steps = _trajectory(ddpnopt.make(problem, spec.DDPNOpt(lr=1e-3, vxx=vxx)), problem, 21, [batch] * 21)
+    trainer = _ddp_trainer(backend, problem, spec.DDPNOpt(lr=1e-3, vxx=vxx))
+    steps = _trajectory(trainer, problem, 21, [batch] * 21)
     first, last = steps[0][1], steps[-1][1]
-    assert last < 0.9 * first, f"{vxx}: loss {first:.4g} -> {last:.4g}"
-
-
-CHECKPOINT_CASES = [
-    Case("ddpnopt-adam-bn", "ddpnopt", spec.DDPNOpt(lr=0.01, precond="adam"), tiny.BN_REAL),
-    Case("ddpnopt-rmsprop-dense-sine", "ddpnopt", spec.DDPNOpt(lr=0.01, vxx="dense"), tiny.SINE),
-    Case("ddpnopt-sgd-cnn", "ddpnopt", spec.DDPNOpt(lr=0.05, precond="sgd", weight_decay=1e-3), tiny.CNN),
-]
-
-
-@pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=lambda c: c.id)
-def test_restore_continues_exactly(case: Case, tmp_path) -> None:
-    """Save half-way, restore into a fresh trainer, train on: the straight run exactly
-    (the checkpoint test of every parity case, run on DDPNOpt's reference-only cases)."""
-    test_checkpoint_state.test_restore_continues_exactly("reference", case, "float64", tmp_path)
+    assert last < 0.9 * first, f"{backend}, {vxx}: loss {first:.4g} -> {last:.4g}"
 
 
 def test_bad_settings_are_one_line_errors() -> None:
@@ -207,6 +220,12 @@ def test_bad_settings_are_one_line_errors() -> None:
         spec.DDPNOpt(lr=0.1, precond="kfac")
     with pytest.raises(ValueError, match="unknown DDPNOpt vxx"):
         spec.DDPNOpt(lr=0.1, vxx="diag")
-    assert implementations.why_not("ddpnopt", "torch") == [
-        "ddpnopt is implemented in the reference backend only so far"
-    ]
+    with pytest.raises(ValueError, match="DDPNOpt needs at least one layer with parameters"):
+        spec.ddp_stages((spec.Tanh(), spec.Flatten()))
+
+
+def test_every_full_precision_backend_registers_it() -> None:
+    """DDPNOpt runs in the reference, torch and jax backends (none of the kernel backends,
+    whose ops serve only binary/ternary MSA and E-MSA)."""
+    assert {b for a, b in implementations.REGISTRY if a == "ddpnopt"} == set(BACKENDS)
+    assert "ddpnopt" not in implementations.PARTIAL_ALGORITHMS

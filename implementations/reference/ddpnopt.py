@@ -13,8 +13,6 @@ and ``k``, the steps taken (Adam's bias correction, saved as ``opt/step``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,26 +20,14 @@ from implementations import spec
 from implementations.reference import common, ddp, pmp
 
 #: the preconditioner's slots, per ``spec.DDPNOpt.precond``
-SLOTS = {"sgd": (), "rmsprop": ("v",), "adam": ("m", "v")}
+SLOTS = spec.DDP_SLOTS
 
 
-class Stage(NamedTuple):
-    """Layers ``start .. stop-1``; the last one is the controlled layer."""
+#: layers ``start .. stop-1``; the last one is the controlled layer
+Stage = spec.DDPStage
 
-    start: int
-    stop: int
-
-
-def stages_of(layers) -> tuple[list[Stage], int]:
-    """The controlled stages, and the index where the layers folded into Φ begin."""
-    stages, start = [], 0
-    for i, layer in enumerate(layers):
-        if layer.param_names:
-            stages.append(Stage(start, i + 1))
-            start = i + 1
-    if not stages:
-        raise ValueError("DDPNOpt needs at least one layer with parameters")
-    return stages, start
+#: the controlled stages, and the index where the layers folded into Φ begin
+stages_of = spec.ddp_stages
 
 
 def ravel(arrays) -> jnp.ndarray:

@@ -95,11 +95,16 @@ def to_numpy(per_layer_params) -> list[np.ndarray]:
     return [v.detach().double().cpu().numpy() for theta in per_layer_params for v in theta]
 
 
-def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"]) -> spec.Trainer:
+def trainer(
+    layers, place: Placement, init, step, params_of=lambda s: s["params"], state_arrays=None, load=None
+) -> spec.Trainer:
     """A torch algorithm's Trainer from its ``init`` and ``step``; ``params_of(state)``
     gives the per-layer parameters the forward pass uses (the state keeps BN's running
-    statistics under ``"running"``; ``state_arrays`` reads the rest of the state's
-    conventional keys)."""
+    statistics under ``"running"``). ``state_arrays`` defaults to ``conventional_arrays``,
+    which reads the state's conventional keys, and
+    ``load(state, arrays) -> state``, its inverse applied to a fresh ``init``'s state, to
+    ``load_arrays`` (DDPNOpt, whose optimizer slots are plain tensors, passes its own)."""
+    load = load or load_arrays
     return spec.Trainer(
         init=init,
         put=place.put,
@@ -107,8 +112,8 @@ def trainer(layers, place: Placement, init, step, params_of=lambda s: s["params"
         get=lambda s: to_numpy(params_of(s)),
         predict=lambda s, x: predict(layers, params_of(s), s["running"], place, x),
         sync=place.sync,
-        state_arrays=state_arrays,
-        restore=lambda arrays: load_arrays(init(spec.initial_params_of(arrays)), arrays),
+        state_arrays=state_arrays or conventional_arrays,
+        restore=lambda arrays: load(init(spec.initial_params_of(arrays)), arrays),
     )
 
 
@@ -143,7 +148,7 @@ def optimizer_arrays(opt: torch.optim.Optimizer, flat: list) -> dict:
     return out
 
 
-def state_arrays(state: dict) -> dict:
+def conventional_arrays(state: dict) -> dict:
     """``spec.Trainer.state_arrays`` of every torch algorithm's state dict, whose keys are
     shared: ``params`` or ``latent`` (per-layer tensors), ``running``, optionally ``m_bar``,
     ``alpha``, ``k`` (the step count) and a ``torch.optim`` optimizer under ``opt`` (or
@@ -172,7 +177,7 @@ def leaf_params(params: list, place: Placement) -> list[tuple]:
 @torch.no_grad()
 def load_arrays(state: dict, arrays: dict) -> dict:
     """``state`` (a fresh ``init``'s, of the right shapes) with every array of ``arrays``
-    (``state_arrays``'s names) copied in: the inverse of ``state_arrays``. Tensors are
+    (``state_arrays``'s names) copied in: the inverse of ``conventional_arrays``. Tensors are
     overwritten in place (their dtype and device kept); α and the step count take the
     type ``init`` gave them (a float32 α under the authors' numerics stays one)."""
     weights = "latent" if "latent" in state else "params"
