@@ -126,7 +126,6 @@ def _smoke() -> Suite:
             e("digits-mlp-ternary", "dmsa-ternary", spec.DMSA(levels=3, rho=0.25)),
             e("digits-mlp-ternary", "twn", spec.STE(kind="twn")),
             e("digits-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR)),
-            # the reference backend only so far: torch and jax cells are skipped with the reason
             e("digits-mlp", "ddpnopt", spec.DDPNOpt(lr=MLP_ADAM_LR)),
         ),
         backends=("reference", "torch", "jax"),
