@@ -205,10 +205,12 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: list, arrays: dict) -> None
     Adagrad's and RMSprop's own counts are not saved: Adagrad's only scales a
     learning-rate decay that the suite's Adagrad does not use (``lr_decay = 0``), and
     RMSprop's enters no update."""
+    # ``opt/v`` is Adam's exp_avg_sq or RMSprop's square_avg: give it only the name this
+    # optimizer reads (a stray second name would be saved back over the live one)
+    unused = "exp_avg_sq" if isinstance(opt, torch.optim.RMSprop) else "square_avg"
+    names = {name: slot for name, slot in _OPTIMIZER_SLOTS.items() if name != unused}
     for i, v in enumerate(flat):
-        held = {
-            name: arrays[f"opt/{slot}/{i}"] for name, slot in _OPTIMIZER_SLOTS.items() if f"opt/{slot}/{i}" in arrays
-        }
+        held = {name: arrays[f"opt/{slot}/{i}"] for name, slot in names.items() if f"opt/{slot}/{i}" in arrays}
         if not held:
             continue
         entry = opt.state[v]
