@@ -99,10 +99,8 @@ def load_base(state: dict, arrays: dict, weights: str = "params") -> dict:
     """The inverse of ``base_arrays``: ``state`` with its ``weights`` (flat or per layer, as
     the state keeps them) and BN statistics read from ``arrays``."""
     values = state[weights]
+    it = iter(jnp.asarray(a, jnp.float64) for a in spec.initial_params_of(arrays))
     per_layer = bool(values) and isinstance(values[0], tuple)
-    it = iter(
-        jnp.asarray(arrays[f"{weights}/{i}"], jnp.float64) for i in range(len(flat(values) if per_layer else values))
-    )
     restored = [tuple(next(it) for _ in theta) for theta in values] if per_layer else list(it)
     running = {
         t: (jnp.asarray(arrays[f"running/{t}/mean"]), jnp.asarray(arrays[f"running/{t}/var"])) for t in state["running"]

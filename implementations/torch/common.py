@@ -123,26 +123,32 @@ def host(v) -> np.ndarray:
     return v.detach().cpu().numpy().copy() if isinstance(v, torch.Tensor) else np.asarray(v)
 
 
-#: torch.optim's per-parameter state names -> ``spec.STATE_KEYS``'s optimizer slots
+#: each torch.optim optimizer's per-parameter state names -> ``spec.STATE_KEYS``'s
+#: optimizer slots (Adam's exp_avg_sq and RMSprop's square_avg are both ``v``)
 _OPTIMIZER_SLOTS = {
-    "exp_avg": "m",
-    "exp_avg_sq": "v",
-    "square_avg": "v",  # RMSprop's mean square: the same meaning as Adam's v, never both at once
-    "sum": "sum",
-    "momentum_buffer": "momentum",
+    torch.optim.SGD: {"momentum_buffer": "momentum"},
+    torch.optim.Adagrad: {"sum": "sum"},
+    torch.optim.Adam: {"exp_avg": "m", "exp_avg_sq": "v"},
+    torch.optim.RMSprop: {"square_avg": "v"},
 }
+
+
+def _slots(opt: torch.optim.Optimizer) -> dict[str, str]:
+    """``opt``'s state names and the slots they are saved under."""
+    for cls, names in _OPTIMIZER_SLOTS.items():
+        if isinstance(opt, cls):
+            return names
+    raise TypeError(f"no state slots are defined for {type(opt).__name__}")
 
 
 def optimizer_arrays(opt: torch.optim.Optimizer, flat: list) -> dict:
     """``opt/<slot>/i`` for every parameter ``flat[i]`` the optimizer keeps state for, and
     Adam's ``opt/step`` (its bias-correction count; the other optimizers' counts change
     nothing)."""
-    out = {}
+    out, names = {}, _slots(opt)
     for i, v in enumerate(flat):
         held = opt.state.get(v, {})
-        out |= {
-            f"opt/{slot}/{i}": host(held[name]) for name, slot in _OPTIMIZER_SLOTS.items() if held.get(name) is not None
-        }
+        out |= {f"opt/{slot}/{i}": host(held[name]) for name, slot in names.items() if held.get(name) is not None}
         if isinstance(opt, torch.optim.Adam) and "step" in held:
             out["opt/step"] = np.asarray(int(held["step"]))
     return out
@@ -205,10 +211,7 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: list, arrays: dict) -> None
     Adagrad's and RMSprop's own counts are not saved: Adagrad's only scales a
     learning-rate decay that the suite's Adagrad does not use (``lr_decay = 0``), and
     RMSprop's enters no update."""
-    # ``opt/v`` is Adam's exp_avg_sq or RMSprop's square_avg: give it only the name this
-    # optimizer reads (a stray second name would be saved back over the live one)
-    unused = "exp_avg_sq" if isinstance(opt, torch.optim.RMSprop) else "square_avg"
-    names = {name: slot for name, slot in _OPTIMIZER_SLOTS.items() if name != unused}
+    names = _slots(opt)
     for i, v in enumerate(flat):
         held = {name: arrays[f"opt/{slot}/{i}"] for name, slot in names.items() if f"opt/{slot}/{i}" in arrays}
         if not held:
