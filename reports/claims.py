@@ -54,6 +54,8 @@ ACCURACY_TOLERANCE = 0.01  # "reaches X's accuracy": mean final test accuracy at
 SPARSITY_RATIO = 0.5  # "far fewer non-zero weights": at most half of TWN's non-zero fraction
 ESCAPE_RATIO = 0.5  # "escapes while gradient methods stall": E-MSA's loss at most half of theirs
 INSTABILITY_RATIO = 2.0  # "unstable": a seed diverged, or final test loss > 2× the run's best
+NOISE_SE = 2.0  # "within noise": 2 standard errors of the difference of two seed means
+GAIN_RANK_CORRELATION = 0.5  # "grows with the lr": Spearman correlation of gain and lr at least
 #: the label each claim reads, and the algorithm id the run must record for it
 ROLES = {
     "emsa": "emsa",
@@ -65,6 +67,8 @@ ROLES = {
     "bc": "ste",
     "dmsa-ternary": "dmsa",
     "twn": "ste",
+    "ddpnopt": "ddpnopt",
+    "rmsprop": "rmsprop",
 }
 
 
@@ -186,11 +190,14 @@ class Claim:
     figure: str  # the figure's anchor in the report
     evaluate: Callable[[Data, str], Verdict]
     labels: tuple[str, ...]  # the configurations it reads: their steps are our budget
-    budget: Callable[[str, schema.ProblemFacts], PaperBudget]  # the paper's, per problem
+    #: the paper's, per problem; None where the paper's budget is not known (ICLR 2021)
+    budget: Callable[[str, schema.ProblemFacts], PaperBudget] | None
 
     def budgets(self, data: Data, backend: str, problems: tuple[str, ...]) -> dict[str, Budget]:
         """Ours beside the paper's on each of ``problems`` (those the claim read)."""
         out = {}
+        if self.budget is None:
+            return out
         for problem in problems:
             steps = [_last_step(data, problem, label, backend) for label in self.labels]
             steps = [s for s in steps if s is not None]
@@ -201,11 +208,18 @@ class Claim:
         return out
 
 
-def qualified(verdict: Verdict, budgets: dict[str, Budget]) -> str:
+#: the verdict's qualifier where the paper's budget is not known
+UNKNOWN_BUDGET = "at our budget (the paper's is not known)"
+
+
+def qualified(verdict: Verdict, budgets: dict[str, Budget], paper_budget_known: bool = True) -> str:
     """The verdict with where it was measured when that is short of the paper's budget
-    (the rule is in the module docstring)."""
+    (the rule is in the module docstring), or ``UNKNOWN_BUDGET`` when the paper's budget
+    is not known."""
     if verdict.verdict == NOT_MEASURED:
         return NOT_MEASURED
+    if not paper_budget_known:
+        return f"{verdict.verdict} {UNKNOWN_BUDGET}"
     if verdict.verdict == HOLDS:
         short = [budgets[p] for p in verdict.measured if p in budgets and not budgets[p].complete]
         return f"{HOLDS} {min(short, key=lambda b: b.fraction).at}" if short else HOLDS
@@ -450,6 +464,145 @@ def ternary_msa_matches_twn_sparser(data: Data, backend: str) -> Verdict:
     return _judged(outcomes, "; ".join(parts), threshold)
 
 
+# ---------------------------------------------------------------------------------------
+# DDPNOpt (ICLR 2021): its tables' budgets and numbers could not be read, so these claims
+# are checked by direction at our budget
+# ---------------------------------------------------------------------------------------
+
+
+def _metric_of(data: Data, problem: str) -> tuple[str, bool]:
+    """The problem's target metric (test accuracy, else test loss) and whether higher is
+    better."""
+    metric = data.facts.problems[problem].target_metric or "test_loss"
+    return metric, metric == "test_acc"
+
+
+def _seed_finals(data: Data, problem: str, label: str, backend: str, metric: str) -> np.ndarray | None:
+    """The final ``metric`` of each ``ok`` cell of ``label`` (None: no such cell)."""
+    last = _final_rows(data, problem, label, backend)
+    values = last.loc[last["status"] == "ok", metric].dropna().to_numpy(float)
+    return values if len(values) else None
+
+
+def _median_ms(data: Data, problem: str, label: str, backend: str) -> float:
+    return float(_final_rows(data, problem, label, backend)["ms_per_step"].median())
+
+
+def _value(v: float, accuracy: bool) -> str:
+    return f"{v * 100:.1f}%" if accuracy else _fmt(v)
+
+
+def ddpnopt_beats_emsa(data: Data, backend: str) -> Verdict:
+    """On every problem where both ran: DDPNOpt's mean final test accuracy above E-MSA's
+    (test loss below), and its median time per step below E-MSA's."""
+    threshold = (
+        "DDPNOpt's mean final test accuracy > E-MSA's (test loss <, on regression) and its median ms/step < "
+        "E-MSA's, on each problem both ran"
+    )
+    parts, outcomes = [], {}
+    for problem in EMSA_PROBLEMS:
+        if problem not in data.facts.problems:
+            continue
+        metric, accuracy = _metric_of(data, problem)
+        mine, theirs = (_seed_finals(data, problem, label, backend, metric) for label in ("ddpnopt", "emsa"))
+        if mine is None or theirs is None:
+            continue
+        ms = [_median_ms(data, problem, label, backend) for label in ("ddpnopt", "emsa")]
+        better = mine.mean() > theirs.mean() if accuracy else mine.mean() < theirs.mean()
+        outcomes[problem] = bool(better and ms[0] < ms[1])
+        steps = [_last_step(data, problem, label, backend) for label in ("ddpnopt", "emsa")]
+        parts.append(
+            f"{problem}: DDPNOpt {_value(mine.mean(), accuracy)} at {ms[0]:.3g} ms/step ({steps[0]} steps) vs "
+            f"E-MSA {_value(theirs.mean(), accuracy)} at {ms[1]:.3g} ms/step ({steps[1]} steps)"
+        )
+    if not outcomes:
+        return Verdict(NOT_MEASURED, f"needs ddpnopt and emsa on one of {', '.join(EMSA_PROBLEMS)}", threshold)
+    return _judged(outcomes, "; ".join(parts), threshold)
+
+
+def _noise(a: np.ndarray, b: np.ndarray) -> float:
+    """``NOISE_SE`` standard errors of the difference of the two means (0 with one seed
+    each: no spread to estimate)."""
+    var = sum(x.var(ddof=1) / len(x) for x in (a, b) if len(x) > 1)
+    return NOISE_SE * math.sqrt(var)
+
+
+def ddpnopt_vs_base(data: Data, backend: str) -> Verdict:
+    """On every problem with ``ddpnopt`` (RMSprop preconditioner) and ``rmsprop``: DDPNOpt's
+    mean final metric no worse than RMSprop's by more than the seeds' noise."""
+    threshold = (
+        f"DDPNOpt's mean final test accuracy ≥ RMSprop's − {NOISE_SE:g} standard errors of the difference "
+        "(test loss ≤ … + on regression), DDPNOpt preconditioned by RMSprop"
+    )
+    parts, outcomes = [], {}
+    for problem in dict.fromkeys(data.df["problem"]):
+        cells = _cells(data, problem, "ddpnopt", backend)
+        if cells.empty or not cells["hp_precond"].eq("rmsprop").all():
+            continue
+        metric, accuracy = _metric_of(data, problem)
+        mine, base = (_seed_finals(data, problem, label, backend, metric) for label in ("ddpnopt", "rmsprop"))
+        if mine is None or base is None:
+            continue
+        noise, diff = _noise(mine, base), mine.mean() - base.mean()
+        outcomes[problem] = bool(diff >= -noise if accuracy else diff <= noise)
+        parts.append(
+            f"{problem}: DDPNOpt {_value(mine.mean(), accuracy)} vs RMSprop {_value(base.mean(), accuracy)} "
+            f"(noise ±{_value(noise, accuracy)}, {len(mine)}/{len(base)} seeds)"
+        )
+    if not outcomes:
+        return Verdict(NOT_MEASURED, "needs ddpnopt (RMSprop preconditioner) and rmsprop on one problem", threshold)
+    return _judged(outcomes, "; ".join(parts), threshold)
+
+
+def _cell_scores(finals: pd.DataFrame, metric: str) -> pd.Series:
+    """Each trained cell's final accuracy, a diverged cell counting as 0."""
+    return finals[metric].where(finals["status"] == "ok", 0.0).fillna(0.0)
+
+
+def ddpnopt_feedback_gain_grows(data: Data, backend: str) -> Verdict:
+    """On every classification problem with DDPNOpt cells at ≥ 3 learning rates, each with
+    and without the feedback (the same preconditioner and V_xx mode): the gain, mean final
+    test accuracy with the feedback minus without, has Spearman correlation with the lr of
+    at least ``GAIN_RANK_CORRELATION``, and is larger at the largest lr than at the
+    smallest."""
+    threshold = (
+        f"gain = mean final test accuracy with the feedback − without (diverged cells count 0); Spearman(lr, gain) "
+        f"≥ {GAIN_RANK_CORRELATION} and gain at the largest lr > gain at the smallest"
+    )
+    df = data.df
+    ddp_labels = [label for label, algorithm in data.facts.labels.items() if algorithm == "ddpnopt"]
+    rows = df[(df["backend"] == backend) & df["label"].isin(ddp_labels)]
+    parts, outcomes = [], {}
+    for problem, cells in rows.groupby("problem", sort=False):
+        metric, accuracy = _metric_of(data, problem)
+        finals = schema.trained_finals(cells)
+        if not accuracy or finals.empty:
+            continue
+        scores = finals.assign(score=_cell_scores(finals, metric))
+        means = scores.groupby(["hp_precond", "hp_vxx", "hp_lr", "hp_feedback"])["score"].mean()
+        for (precond, vxx), by in means.groupby(level=[0, 1]):
+            table = by.droplevel([0, 1]).unstack("hp_feedback")
+            if True not in table or False not in table:
+                continue
+            gain = (table[True] - table[False]).dropna().sort_index()
+            if len(gain) < 3:
+                continue
+            # a constant gain has no rank correlation: it does not grow
+            constant = gain.nunique() == 1
+            rho = (
+                0.0
+                if constant
+                else float(pd.Series(gain.index, dtype=float).corr(pd.Series(gain.to_numpy()), method="spearman"))
+            )
+            key = f"{problem} ({precond}, {vxx})"
+            outcomes[key] = bool(rho >= GAIN_RANK_CORRELATION and gain.iloc[-1] > gain.iloc[0])
+            per_lr = ", ".join(f"lr {lr:g}: {g * 100:+.1f}" for lr, g in gain.items())
+            parts.append(f"{key}: gain in points {per_lr}; Spearman {rho:.2f}")
+    if not outcomes:
+        return Verdict(NOT_MEASURED, "needs DDPNOpt with and without feedback at ≥ 3 learning rates", threshold)
+    return _judged(outcomes, "; ".join(parts), threshold)
+
+
 CLAIMS = (
     Claim(
         "emsa-per-iteration",
@@ -505,7 +658,51 @@ CLAIMS = (
         ("dmsa-ternary", "twn"),
         icml_budget,
     ),
+    Claim(
+        "ddpnopt-beats-emsa",
+        "DDPNOpt reaches a better final accuracy or loss than E-MSA, at a lower time per step",
+        "Liu, Chen & Theodorou, ICLR 2021: the results tables",
+        "fig-loss-step",
+        ddpnopt_beats_emsa,
+        ("ddpnopt", "emsa"),
+        None,
+    ),
+    Claim(
+        "ddpnopt-vs-base",
+        "DDPNOpt is within noise of, or better than, its base optimizer",
+        "Liu, Chen & Theodorou, ICLR 2021: the results tables",
+        "fig-acc-step",
+        ddpnopt_vs_base,
+        ("ddpnopt", "rmsprop"),
+        None,
+    ),
+    Claim(
+        "ddpnopt-feedback-sensitivity",
+        "The feedback's gain over the base optimizer grows with the learning rate",
+        "Liu, Chen & Theodorou, ICLR 2021: the learning-rate sensitivity study",
+        "fig-acc-step",
+        ddpnopt_feedback_gain_grows,
+        (),
+        None,
+    ),
 )
+
+
+def _ours_only(data: Data, claim: Claim, verdict: Verdict, backend: str) -> str:
+    """The budget text of a claim whose paper budget is not known: our steps per problem
+    judged (– when not measured)."""
+    if claim.budget is not None or verdict.verdict == NOT_MEASURED:
+        return "–"
+    parts = []
+    for key in verdict.measured:
+        problem = key.split(" (")[0]
+        steps = [_last_step(data, problem, label, backend) for label in claim.labels]
+        if not claim.labels:  # the sensitivity claim reads DDPNOpt's labels by algorithm
+            rows = data.df[(data.df["problem"] == problem) & (data.df["backend"] == backend)]
+            steps = [int(rows.loc[rows["algorithm"] == "ddpnopt", "step"].max())]
+        steps = [s for s in steps if s is not None]
+        parts.append(f"{problem}: ours {max(steps):,} steps" if steps else problem)
+    return "; ".join(parts) + "; paper: not known (its tables could not be read)"
 
 
 def evaluate(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
@@ -519,16 +716,17 @@ def evaluate(df: pd.DataFrame, facts: schema.RunFacts) -> pd.DataFrame:
         for backend in backends:
             v = claim.evaluate(data, backend)
             budgets = claim.budgets(data, backend, v.measured)
+            known = claim.budget is not None
             rows.append(
                 {
                     "id": claim.id,
                     "claim": claim.text,
                     "source": claim.source,
                     "backend": backend,
-                    "verdict": qualified(v, budgets),
+                    "verdict": qualified(v, budgets, known),
                     "numbers": v.numbers,
                     "threshold": v.threshold,
-                    "budget": "; ".join(b.text for b in budgets.values()) or "–",
+                    "budget": "; ".join(b.text for b in budgets.values()) or _ours_only(data, claim, v, backend),
                     "figure": claim.figure,
                 }
             )

@@ -40,6 +40,11 @@ PAPER_MNIST_EPOCH_STEPS = 550
 PAPER_DMSA_NUMERICS = "authors"
 RESCNN_BASELINE_STEPS = 300
 RESCNN_EMSA_STEPS = 100
+# DDPNOpt and RMSprop, its base optimizer, run E-MSA's budget where E-MSA runs (sine and the
+# residual CNN) and Adam's on the MLP, so that their claims compare finals at equal steps.
+DDP_SINE_STEPS = SINE_MSA_STEPS
+DDP_MLP_STEPS = MNIST_ADAM_STEPS
+DDP_RESCNN_STEPS = RESCNN_EMSA_STEPS
 EVAL_POINTS = 10
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -53,6 +58,10 @@ RESCNN_SGD_LR = 0.01
 RESCNN_ADAGRAD_LR = 0.01
 RESCNN_ADAM_LR = 0.001
 MLP_ADAM_LR = 0.001
+# RMSprop's and DDPNOpt's grid centres (tuned like the baselines'): Adam's rates
+SINE_RMSPROP_LR = SINE_ADAM_LR
+MLP_RMSPROP_LR = MLP_ADAM_LR
+RESCNN_RMSPROP_LR = RESCNN_ADAM_LR
 
 # Smoke suite: every algorithm × backend, a few steps.
 SMOKE_STEPS = 3
@@ -144,6 +153,8 @@ def _sine_configs() -> list[tuple[str, Any, int]]:
         ("sgd", spec.SGD(lr=SINE_SGD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
         ("adagrad", spec.Adagrad(lr=SINE_ADAGRAD_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
         ("adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG), SINE_BASELINE_STEPS),
+        ("rmsprop", spec.RMSprop(lr=SINE_RMSPROP_LR, reg=JMLR_REG), DDP_SINE_STEPS),
+        ("ddpnopt", spec.DDPNOpt(lr=SINE_RMSPROP_LR, weight_decay=JMLR_REG), DDP_SINE_STEPS),
     ]
 
 
@@ -160,17 +171,23 @@ def _default() -> Suite:
         _entry("mnist5k-mlp-ternary", "dmsa-ternary", ternary, MNIST_TERNARY_STEPS),
         _entry("mnist5k-mlp-ternary", "twn", spec.STE(kind="twn"), MNIST_TERNARY_STEPS),
         _entry("mnist5k-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR), MNIST_ADAM_STEPS),
+        _entry("mnist5k-mlp", "rmsprop", spec.RMSprop(lr=MLP_RMSPROP_LR), DDP_MLP_STEPS),
+        _entry("mnist5k-mlp", "ddpnopt", spec.DDPNOpt(lr=MLP_RMSPROP_LR), DDP_MLP_STEPS),
         _entry("mnist5k-rescnn", "emsa", spec.EMSA(rho=0.03, reg=JMLR_REG), RESCNN_EMSA_STEPS),
         _entry("mnist5k-rescnn", "sgd", spec.SGD(lr=RESCNN_SGD_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
         _entry("mnist5k-rescnn", "adagrad", spec.Adagrad(lr=RESCNN_ADAGRAD_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
         _entry("mnist5k-rescnn", "adam", spec.Adam(lr=RESCNN_ADAM_LR, reg=JMLR_REG), RESCNN_BASELINE_STEPS),
+        _entry("mnist5k-rescnn", "rmsprop", spec.RMSprop(lr=RESCNN_RMSPROP_LR, reg=JMLR_REG), DDP_RESCNN_STEPS),
+        _entry(
+            "mnist5k-rescnn", "ddpnopt", spec.DDPNOpt(lr=RESCNN_RMSPROP_LR, weight_decay=JMLR_REG), DDP_RESCNN_STEPS
+        ),
     ]
     return Suite(
         "default",
         tuple(entries),
         backends=("torch", "jax"),
         seeds=DEFAULT_SEEDS,
-        description="the main job: E-MSA and discrete MSA against tuned baselines, 3 seeds",
+        description="the main job: E-MSA, discrete MSA and DDPNOpt against tuned baselines, 3 seeds",
     )
 
 
@@ -180,8 +197,9 @@ def _default() -> Suite:
 
 
 def is_baseline(hp: Any) -> bool:
-    """Entries whose learning rate is tuned: the gradient baselines and STE."""
-    return isinstance(hp, (spec.SGD, spec.Adagrad, spec.Adam, spec.STE))
+    """Entries whose learning rate is tuned: the gradient baselines, STE and DDPNOpt (whose
+    rate is its base optimizer's)."""
+    return isinstance(hp, (spec.SGD, spec.Adagrad, spec.Adam, spec.RMSprop, spec.STE, spec.DDPNOpt))
 
 
 def load_tuned(path: Path = TUNED_PATH) -> dict[str, dict[str, Any]]:
@@ -378,6 +396,41 @@ def _repro_jmlr_zero() -> Suite:
     )
 
 
+#: ``ddpnopt``: DDPNOpt's learning-rate sensitivity (ICLR 2021: the feedback lowers it) on a
+#: small fully connected net; the grid spans the base optimizer's stable range and past it
+DDP_SENSITIVITY_PROBLEM = "digits-mlp"
+DDP_SENSITIVITY_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+DDP_SENSITIVITY_STEPS = 200
+DDP_SENSITIVITY_SEEDS = (0, 1, 2, 3, 4)
+
+
+def ddp_sensitivity_label(lr: float, feedback: bool) -> str:
+    """``ddpnopt-lr0.001`` (with the feedback) or ``ddpnopt-open-lr0.001`` (its base optimizer)."""
+    return f"ddpnopt{'' if feedback else '-open'}-lr{lr:g}"
+
+
+def _ddpnopt() -> Suite:
+    """DDPNOpt (RMSprop preconditioner, factored V_xx) against its own base optimizer, the
+    same trainer with ``feedback=False``, over a learning-rate grid, 5 seeds."""
+    entries = [
+        _entry(
+            DDP_SENSITIVITY_PROBLEM,
+            ddp_sensitivity_label(lr, feedback),
+            spec.DDPNOpt(lr=lr, feedback=feedback),
+            DDP_SENSITIVITY_STEPS,
+        )
+        for lr in DDP_SENSITIVITY_LRS
+        for feedback in (True, False)
+    ]
+    return Suite(
+        "ddpnopt",
+        tuple(entries),
+        backends=("torch", "jax"),
+        seeds=DDP_SENSITIVITY_SEEDS,
+        description="ICLR 2021: DDPNOpt's sensitivity to the learning rate against its base optimizer (digits MLP)",
+    )
+
+
 #: suites before tuning (what ``tune`` searches around).
 UNTUNED: dict[str, Suite] = {
     s.name: s
@@ -390,6 +443,7 @@ UNTUNED: dict[str, Suite] = {
         _repro_fashion(),
         _repro_sparsity(),
         _repro_jmlr_zero(),
+        _ddpnopt(),
     )
 }
 

@@ -13,7 +13,11 @@ Shapes (per backend, per seed; times are cumulative timed seconds):
   like E-MSA (fail);
 - binary: binary MSA 95% and BinaryConnect 95% (hold), or 90% against 95% (fail);
 - ternary: ternary MSA 95%, non-zero 0.1, against TWN 95%, 0.6 (hold), or non-zero 0.55
-  (fail).
+  (fail);
+- DDPNOpt on sine-resnet and mnist5k-rescnn: 0.9 × E-MSA's loss at 5 ms per step (hold), or
+  2 × the baselines' at 500 ms (fail), beside RMSprop on the baselines' curve;
+- DDPNOpt's sensitivity on digits-mlp at lrs 1e-3, 1e-2, 1e-1: with the feedback 90%
+  everywhere, without it 90%, 80%, 50% (hold: the gain grows) or 90% everywhere (fail).
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ def _cell(problem, label, algorithm, backend, seed, **fields):
     }
 
 
-def _curve(problem, label, algorithm, backend, seed, *, loss, ms, acc=None, nonzero=1.0, diverge_at=None):
-    """Rows at ``STEPS`` with training/test loss ``loss(step)`` and timed ms per step."""
+def _curve(problem, label, algorithm, backend, seed, *, loss, ms, acc=None, nonzero=1.0, diverge_at=None, hp=None):
+    """Rows at ``STEPS`` with training/test loss ``loss(step)`` and timed ms per step;
+    ``hp``: their ``hp_<field>`` entries."""
     rows = []
     for step in STEPS:
         row = _cell(
@@ -81,6 +86,7 @@ def _curve(problem, label, algorithm, backend, seed, *, loss, ms, acc=None, nonz
             layer_nonzero_frac=[nonzero, nonzero],
             status="ok",
             reason="",
+            **{f"hp_{k}": v for k, v in (hp or {}).items()},
         )
         if diverge_at is not None and step >= diverge_at:
             row.update(status="diverged", reason=f"non-finite training loss at step {step}", train_loss=math.nan)
@@ -152,6 +158,7 @@ def rows_of(hold: bool) -> list[dict]:
             out += _curve(
                 "mnist5k-mlp-ternary", "twn", "ste", backend, seed, loss=slow, ms=5.0, acc=lambda s: 0.95, nonzero=0.6
             )
+            out += _ddpnopt_rows(hold, backend, seed, fast, slow, acc)
     # the other statuses: a skipped cell and an error cell
     out.append(
         _cell(
@@ -170,6 +177,31 @@ def rows_of(hold: bool) -> list[dict]:
         _cell("mnist5k-mlp", "adam", "adam", "jax", 0, step=20, status="error", reason="RuntimeError: out of memory")
     )
     return out + err
+
+
+DDP_HP = {"precond": "rmsprop", "vxx": "factored", "feedback": True, "lr": 1e-3}
+SENSITIVITY_LRS = (1e-3, 1e-2, 1e-1)
+
+
+def _ddpnopt_rows(hold, backend, seed, fast, slow, acc) -> list[dict]:
+    """DDPNOpt beside E-MSA and RMSprop, and its lr-sensitivity grid (module docstring)."""
+    out = []
+    ddp_loss, ddp_ms = ((lambda s: 0.9 * fast(s)), 5.0) if hold else ((lambda s: 2 * slow(s)), 500.0)
+    for problem in ("sine-resnet", "mnist5k-rescnn"):
+        a = None if problem.startswith("sine") else acc
+        out += _curve(
+            problem, "ddpnopt", "ddpnopt", backend, seed, loss=ddp_loss, ms=ddp_ms, acc=a and a(ddp_loss), hp=DDP_HP
+        )
+        out += _curve(problem, "rmsprop", "rmsprop", backend, seed, loss=slow, ms=1.0, acc=a and a(slow))
+    open_acc = (0.9, 0.8, 0.5) if hold else (0.9, 0.9, 0.9)
+    for lr, without in zip(SENSITIVITY_LRS, open_acc):
+        for feedback, final in ((True, 0.9), (False, without)):
+            label = f"ddpnopt{'' if feedback else '-open'}-lr{lr:g}"
+            hp = DDP_HP | {"lr": lr, "feedback": feedback}
+            out += _curve(
+                "digits-mlp", label, "ddpnopt", backend, seed, loss=slow, ms=2.0, acc=lambda s, f=final: f, hp=hp
+            )
+    return out
 
 
 METADATA = {
