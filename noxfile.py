@@ -78,7 +78,9 @@ def report(session: nox.Session) -> None:
 def benchmark(session: nox.Session) -> None:
     """Median step time of every algorithm, torch vs jax, on sine-resnet and
     mnist5k-mlp-binary (pytest-benchmark): JSON in ``results/bench/backends.json``, the
-    table with the torch/jax ratio printed and written to ``reports/bench/backends.md``.
+    table with the torch/jax ratio printed and written to ``reports/bench/backends.md``;
+    then DDPNOpt against RMSprop and E-MSA (``results/bench/ddpnopt.json``,
+    ``reports/bench/ddpnopt.md``).
     Options after ``--`` go to pytest."""
     install(session)
     out = "results/bench/backends.json"
@@ -94,6 +96,19 @@ def benchmark(session: nox.Session) -> None:
         env={"MSABENCH_BENCHMARKS": "1"},
     )
     session.run("python", "tests/bench/ratios.py", out, "--markdown", "reports/bench/backends.md")
+    # DDPNOpt against RMSprop and E-MSA on the MLP, the CNN and the sine net
+    ddp = "results/bench/ddpnopt.json"
+    session.run(
+        "pytest",
+        "tests/bench/test_ddpnopt_step.py",
+        "--benchmark-only",
+        f"--benchmark-json={ddp}",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"MSABENCH_BENCHMARKS": "1"},
+    )
+    session.run("python", "tests/bench/ratios.py", ddp, "--ddpnopt", "--markdown", "reports/bench/ddpnopt.md")
 
 
 @nox.session
