@@ -326,6 +326,22 @@ def test_default_suite_shape():
     adam = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "adam"))
     assert adam.hp.lr == 0.005 and adam.hp.reg == 1e-3
     assert all(1 <= e.eval_every <= e.steps for e in d.entries)
+    # DDPNOpt beside its base optimizer, at the same budget, where E-MSA or Adam runs
+    for problem in ("sine-resnet", "mnist5k-mlp", "mnist5k-rescnn"):
+        ddp, rms = (
+            next(e for e in d.entries if (e.problem, e.label) == (problem, label)) for label in ("ddpnopt", "rmsprop")
+        )
+        assert isinstance(ddp.hp, spec.DDPNOpt) and ddp.hp.precond == "rmsprop" and ddp.hp.feedback
+        assert isinstance(rms.hp, spec.RMSprop) and ddp.steps == rms.steps
+        assert grids.is_baseline(ddp.hp) and grids.is_baseline(rms.hp)  # both rates are tuned
+
+
+def test_ddpnopt_suite_pairs_each_rate_with_its_open_loop():
+    s = grids.UNTUNED["ddpnopt"]
+    assert len(s.seeds) >= 3
+    pairs = {(e.hp.lr, e.hp.feedback) for e in s.entries}
+    assert pairs == {(lr, fb) for lr in grids.DDP_SENSITIVITY_LRS for fb in (True, False)}
+    assert len({e.problem for e in s.entries}) == 1 and len({e.steps for e in s.entries}) == 1
 
 
 def test_tuned_learning_rates_are_applied(tmp_path):
