@@ -293,8 +293,9 @@ class DDPNOpt(_TrainsRealWeights):
 
     - backward: Q_θ = wd·θ + B_tᵀ v_{s,t+1}, Q_x = A_tᵀ v_{s,t+1}, Gauss-Newton
       Q_θx = B_tᵀ V' A_t; M_t is updated from mean_s Q_θ as the base optimizer updates
-      from a gradient; k_s = -η M⁻¹ Q_θ, v_{s,t} = Q_x + Q_θxᵀ k_s,
-      V_{s,t} = A_tᵀ V' A_t - η Q_θxᵀ M⁻¹ Q_θx; V' = V_{s,t+1} + ``vxx_reg``·I;
+      from a gradient; k = -η M⁻¹ u, the open-loop step (u = mean_s Q_θ, Adam's m̂),
+      v_{s,t} = Q_x + Q_θxᵀ k, V_{s,t} = A_tᵀ V' A_t - η Q_θxᵀ M⁻¹ Q_θx;
+      V' = V_{s,t+1} + ``vxx_reg``·I;
     - ``vxx="factored"``: V_{s,t} = z zᵀ, z_T = ∇Φ_s,
       z_{s,t} = √max(0, 1 - η qᵀM⁻¹q)·A_tᵀ z with q = B_tᵀ z (a clamp when the root's
       argument is negative, counted in the ``clamps`` metric); ``vxx_reg`` enters only the
@@ -303,6 +304,14 @@ class DDPNOpt(_TrainsRealWeights):
     - forward: θ_t ← θ_t - η M⁻¹ mean_s(Q_θ + Q_θx δx_s), δx_s = x̂_{s,t} - x_{s,t} on the
       new trajectory x̂; for Adam the mean Q_θ there is its bias-corrected first moment
       m̂ (so ``feedback=False`` is Adam exactly); no line search.
+
+    k is one vector for the batch, as θ is (DDP on the batch's joint state with one shared
+    control): a per-sample k_s = -η M⁻¹ Q_θ,s (ALGORITHMS.md §5's literal reading) puts
+    -η‖Q_θ,s‖²_M⁻¹, the per-sample gradient's squared norm, into each v_s; measured on
+    ``digits-mlp`` it drives the loss from 2.9 to 6.4 in 30 steps at lr 1e-3 (RMSprop
+    alone: 0.43), where the shared k gives 0.58 (and 0.19 against RMSprop's 0.20 at lr
+    1e-2). The curvature update keeps the per-sample form above (no 1/S on its Q_θx
+    term; with it, fewer clamps, and RMSprop at lr 1e-2 diverged).
 
     ``feedback=False`` sets Q_θx ≡ 0 in the policy and the value update: the base
     optimizer's step. A_t, B_t are used through vjp/jvp only in factored mode. BatchNorm:

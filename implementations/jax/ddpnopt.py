@@ -96,13 +96,13 @@ def _pushforward_x(f, w, xs, dx):
     return jax.vmap(lambda x, d: jax.jvp(lambda x_: f(w, x_), (x,), (d,))[1])(xs, dx)
 
 
-def _factored(f, w, xs, z_next, qt, solve, eps_v):
+def _factored(f, w, xs, z_next, u, solve, eps_v):
     """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the value
     gain Q_θxᵀ k, the new z, the clamp count and the feedback map δX -> mean_s Q_θx δx_s."""
     q, a = _pullbacks(f, w, xs, z_next)  # q = Bᵀz, a = Aᵀz
-    k = -solve(qt)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
     # Q_θxᵀ k = Aᵀ V' B k = a (q·k) + ε_V Aᵀ(B k)
-    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, k))[1]
+    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, jnp.broadcast_to(k, q.shape)))[1]
     gain = _per_sample(jnp.sum(q * k, axis=1), a) + eps_v * a_bk
     shrink = 1.0 - jnp.sum(q * solve(q), axis=1)  # 1 - η qᵀM⁻¹q
     z = _per_sample(jnp.sqrt(jnp.maximum(shrink, 0.0)), a)
@@ -114,7 +114,7 @@ def _factored(f, w, xs, z_next, qt, solve, eps_v):
     return gain, z, jnp.sum(shrink < 0, dtype=jnp.int32), feedback
 
 
-def _dense(f, w, xs, vxx_next, qt, solve, eps_v):
+def _dense(f, w, xs, vxx_next, u, solve, eps_v):
     """Dense value update with explicit A_s, B_s (small nets only). Returns the value gain,
     V_t and the feedback map."""
     n = xs.shape[0]
@@ -122,8 +122,8 @@ def _dense(f, w, xs, vxx_next, qt, solve, eps_v):
     b = jax.vmap(lambda x: jax.jacfwd(f, argnums=0)(w, x))(xs).reshape(n, -1, w.size)
     vp = vxx_next + eps_v * jnp.eye(vxx_next.shape[-1], dtype=w.dtype)
     qtx = jnp.einsum("sow,sop,spi->swi", b, vp, a)  # Q_θx = Bᵀ V' A
-    k = -solve(qt)
-    gain = jnp.einsum("swi,sw->si", qtx, k).reshape(xs.shape)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
+    gain = jnp.einsum("swi,w->si", qtx, k).reshape(xs.shape)
     m_inv_qtx = solve(jnp.swapaxes(qtx, 1, 2))  # [s, j, :] = η M⁻¹ Q_θx[s, :, j]
     vxx = jnp.einsum("soi,sop,spj->sij", a, vp, a) - jnp.einsum("swi,sjw->sij", qtx, m_inv_qtx)
 
@@ -195,12 +195,11 @@ def sweep(maps, ws, xs, y, phi, precondition, hp: spec.DDPNOpt, dense_terminal: 
             steps[t], v = (u, solve, None), q_x
             continue
         f = stage.frozen(x)
-        qt = _pullbacks(f, w, x, v)[0] + hp.weight_decay * w  # per-sample Q_θ
         if hp.vxx == "factored":
-            gain, curv, clamp, feedback = _factored(f, w, x, curv, qt, solve, hp.vxx_reg)
+            gain, curv, clamp, feedback = _factored(f, w, x, curv, u, solve, hp.vxx_reg)
             clamps = clamps + clamp
         else:
-            gain, curv, feedback = _dense(f, w, x, curv, qt, solve, hp.vxx_reg)
+            gain, curv, feedback = _dense(f, w, x, curv, u, solve, hp.vxx_reg)
         steps[t], v = (u, solve, feedback), q_x + gain
     return _feedback_forward(maps, ws, xs, steps, hp.feedback), clamps
 

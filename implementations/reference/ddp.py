@@ -69,13 +69,13 @@ def _pushforward_x(f, w, xs, dx):
     return jax.vmap(lambda x, d: jax.jvp(lambda x_: f(w, x_), (x,), (d,))[1])(xs, dx)
 
 
-def _factored(f, w, xs, z_next, qt, solve, eps_v):
+def _factored(f, w, xs, z_next, u, solve, eps_v):
     """Factored value update: V' = z zᵀ + ε_V I, only z propagated. Returns v_t, z_t, the
     clamp count and the feedback map δX -> mean_s Q_θx,s δx_s."""
     q, a = _pullbacks(f, w, xs, z_next)  # q = Bᵀz, a = Aᵀz
-    k = -solve(qt)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
     # Q_θxᵀ k = Aᵀ V' B k = a (q·k) + ε_V Aᵀ(B k)
-    _, a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, k))
+    _, a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, jnp.broadcast_to(k, q.shape)))
     value_gain = _per_sample(jnp.sum(q * k, axis=1), a) + eps_v * a_bk
     shrink = 1.0 - jnp.sum(q * solve(q), axis=1)  # 1 - η qᵀM⁻¹q
     z = _per_sample(jnp.sqrt(jnp.maximum(shrink, 0.0)), a)
@@ -108,11 +108,11 @@ def _gauss_newton_quu(b, vp, weight_decay):
     return weight_decay * jnp.eye(b.shape[-1]) + jnp.einsum("sow,sop,spv->wv", b, vp, b) / b.shape[0]
 
 
-def _dense(xs, a, vp, qtx, qt, solve):
+def _dense(xs, a, vp, qtx, u, solve):
     """Dense value update. Returns the value gain Q_θxᵀ k (per-sample states' shape), V_t
     and the feedback map."""
-    k = -solve(qt)
-    gain = jnp.einsum("swi,sw->si", qtx, k).reshape(xs.shape)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
+    gain = jnp.einsum("swi,w->si", qtx, k).reshape(xs.shape)
     m_inv_qtx = solve(jnp.swapaxes(qtx, 1, 2))  # [s, j, :] = η M⁻¹ Q_θx[s, :, j]
     vxx = jnp.einsum("soi,sop,spj->sij", a, vp, a) - jnp.einsum("swi,sjw->sij", qtx, m_inv_qtx)
 
@@ -154,15 +154,14 @@ def step(dynamics: list[Dynamics], ws: list, x0, y, phi, precondition: Precondit
             steps[t], v = (u, solve, None), q_x
             continue
         f = dyn.frozen(x)
-        qt = opts.weight_decay * w + _pullbacks(f, w, x, v)[0]  # per-sample Q_θ
         if opts.vxx == "factored":
             u, solve = precondition(t, g, None)
-            gain, curv, clamp, feedback = _factored(f, w, x, curv, qt, solve, opts.vxx_reg)
+            gain, curv, clamp, feedback = _factored(f, w, x, curv, u, solve, opts.vxx_reg)
             clamps += clamp
         else:
             a, b, vp, qtx = _dense_parts(f, w, x, curv, opts.vxx_reg)
             u, solve = precondition(t, g, functools.partial(_gauss_newton_quu, b, vp, opts.weight_decay))
-            gain, curv, feedback = _dense(x, a, vp, qtx, qt, solve)
+            gain, curv, feedback = _dense(x, a, vp, qtx, u, solve)
         steps[t], v = (u, solve, feedback), q_x + gain
     new_ws, new_xs = _feedback_forward(dynamics, ws, xs, steps, opts.feedback)
     return new_ws, {"states": xs, "new_states": new_xs, "clamps": clamps}

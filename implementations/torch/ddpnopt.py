@@ -104,13 +104,13 @@ def _pushforward_x(f, w, xs, dx):
     return func.vmap(lambda x, d: func.jvp(lambda x_: f(w, x_), (x,), (d,))[1])(xs, dx)
 
 
-def _factored(f, w, xs, z_next, qt, solve, eps_v):
+def _factored(f, w, xs, z_next, u, solve, eps_v):
     """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the value
     gain Q_θxᵀ k, the new z, the clamp count and the feedback map δX -> mean_s Q_θx δx_s."""
     q, a = _pullbacks(f, w, xs, z_next)  # q = Bᵀz, a = Aᵀz
-    k = -solve(qt)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
     # Q_θxᵀ k = Aᵀ V' B k = a (q·k) + ε_V Aᵀ(B k)
-    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, k))[1]
+    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, k.expand_as(q)))[1]
     gain = _per_sample((q * k).sum(dim=1), a) + eps_v * a_bk
     shrink = 1.0 - (q * solve(q)).sum(dim=1)  # 1 - η qᵀM⁻¹q
     z = _per_sample(torch.sqrt(torch.clamp(shrink, min=0.0)), a)
@@ -122,7 +122,7 @@ def _factored(f, w, xs, z_next, qt, solve, eps_v):
     return gain, z, (shrink < 0).sum(), feedback
 
 
-def _dense(f, w, xs, vxx_next, qt, solve, eps_v):
+def _dense(f, w, xs, vxx_next, u, solve, eps_v):
     """Dense value update with explicit A_s, B_s (small nets only). Returns the value gain,
     V_t and the feedback map."""
     n = xs.shape[0]
@@ -130,8 +130,8 @@ def _dense(f, w, xs, vxx_next, qt, solve, eps_v):
     b = func.vmap(lambda x: func.jacfwd(f, argnums=0)(w, x))(xs).reshape(n, -1, w.numel())
     vp = vxx_next + eps_v * torch.eye(vxx_next.shape[-1], dtype=w.dtype, device=w.device)
     qtx = torch.einsum("sow,sop,spi->swi", b, vp, a)  # Q_θx = Bᵀ V' A
-    k = -solve(qt)
-    gain = torch.einsum("swi,sw->si", qtx, k).reshape(xs.shape)
+    k = -solve(u)  # the open-loop step, shared by the samples as θ is
+    gain = torch.einsum("swi,w->si", qtx, k).reshape(xs.shape)
     m_inv_qtx = solve(qtx.transpose(1, 2))  # [s, j, :] = η M⁻¹ Q_θx[s, :, j]
     vxx = torch.einsum("soi,sop,spj->sij", a, vp, a) - torch.einsum("swi,sjw->sij", qtx, m_inv_qtx)
 
@@ -201,12 +201,11 @@ def sweep(maps, ws, xs, y, phi, precondition, hp: spec.DDPNOpt, dense_terminal: 
             steps[t], v = (u, solve, None), q_x
             continue
         f = stage.frozen(x)
-        qt = _pullbacks(f, w, x, v)[0] + hp.weight_decay * w  # per-sample Q_θ
         if hp.vxx == "factored":
-            gain, curv, clamp, feedback = _factored(f, w, x, curv, qt, solve, hp.vxx_reg)
+            gain, curv, clamp, feedback = _factored(f, w, x, curv, u, solve, hp.vxx_reg)
             clamps = clamps + clamp
         else:
-            gain, curv, feedback = _dense(f, w, x, curv, qt, solve, hp.vxx_reg)
+            gain, curv, feedback = _dense(f, w, x, curv, u, solve, hp.vxx_reg)
         steps[t], v = (u, solve, feedback), q_x + gain
     return _feedback_forward(maps, ws, xs, steps, hp.feedback), clamps
 
