@@ -327,7 +327,7 @@ def test_default_suite_shape():
     assert adam.hp.lr == 0.005 and adam.hp.reg == 1e-3
     assert all(1 <= e.eval_every <= e.steps for e in d.entries)
     # DDPNOpt beside its base optimizer, at the same budget, where E-MSA or Adam runs
-    for problem in ("sine-resnet", "mnist5k-mlp", "mnist5k-rescnn"):
+    for problem in ("sine-resnet", "digits-mlp", "mnist5k-rescnn"):
         ddp, rms = (
             next(e for e in d.entries if (e.problem, e.label) == (problem, label)) for label in ("ddpnopt", "rmsprop")
         )
