@@ -26,3 +26,19 @@ def glorot_scale(shape) -> float:
     else:
         fan_in, fan_out = shape
     return float(1.0 / np.sqrt(1.5 / (fan_in + fan_out)))
+
+
+#: the last entry of the inner-start perturbations' seed, after ``[seed, step, layer]``
+#: (stochastic BinaryConnect's): a stream of its own, even for the same step and layer
+INNER_START_STREAM = 2
+
+
+def inner_start_perturbation(scale: float, seed: int, step: int, layer: int, shapes) -> list[np.ndarray]:
+    """The MSA family's perturbation of layer ``layer``'s inner-solve start at ``step``
+    (1-based; ``spec.EMSA.perturb_init``): ``scale · U(-1, 1)`` i.i.d. over the layer's
+    packed variables, i.e. one float64 vector of the total size drawn from NumPy's
+    generator seeded with ``[seed, step, layer, INNER_START_STREAM]``, split back into
+    ``shapes`` (the layer's parameter shapes, in ``param_names`` order, each C-ordered)."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    packed = scale * np.random.default_rng([seed, step, layer, INNER_START_STREAM]).uniform(-1.0, 1.0, sum(sizes))
+    return [part.reshape(s) for part, s in zip(np.split(packed, np.cumsum(sizes)[:-1]), shapes)]

@@ -248,27 +248,51 @@ class RMSprop(_TrainsRealWeights):
     reg: float = 0.0
 
 
+class _PerturbsInnerStart:
+    """Mixin of the MSA family's real-weight algorithms: the perturbed start of every inner
+    solve, the JMLR authors' ``msa_perturb_init`` (their ``config.yml``: 0.005 on the sine
+    toy).
+
+    With ``perturb_init = p > 0``, every inner solve (every layer t with parameters, at
+    every step k = 1, 2, ...) starts from ``θ_t + δ_{k,t}`` instead of θ_t, with
+    ``δ_{k,t} = p · U(-1, 1)`` i.i.d. over the layer's packed variables (its parameters
+    raveled in ``param_names`` order and concatenated), drawn from NumPy's generator
+    seeded with ``[seed, k, t, 2]`` (``implementations.draws.inner_start_perturbation``)
+    and rounded to the parameters' dtype before it is added, so every backend starts from
+    the same point. The step count k is part of the training state, so a resumed run
+    draws what the uninterrupted one would. ``p = 0``: from θ_t exactly, nothing drawn.
+    The perturbation is what breaks the symmetry of an all-zero init (JMLR Fig. 1b)."""
+
+    def __post_init__(self) -> None:
+        if not self.perturb_init >= 0:
+            raise ValueError(f"perturb_init must be >= 0, not {self.perturb_init!r}")
+
+
 @dataclass(frozen=True)
-class MSA(_TrainsRealWeights):
+class MSA(_PerturbsInnerStart, _TrainsRealWeights):
     """Basic MSA (JMLR §3): ``θ_t ← argmax_θ Σ_s H_t(x_t, p_{t+1}, θ)``, the argmax
-    approximated by ``inner_steps`` iterations of ``inner`` from the current θ."""
+    approximated by ``inner_steps`` iterations of ``inner`` from the current θ (perturbed
+    by ``perturb_init``: ``_PerturbsInnerStart``)."""
 
     inner: str = "lbfgs"
     inner_steps: int = 10
     inner_lr: float = 0.1
     reg: float = 1e-3
+    perturb_init: float = 0.0
 
 
 @dataclass(frozen=True)
-class EMSA(_TrainsRealWeights):
+class EMSA(_PerturbsInnerStart, _TrainsRealWeights):
     """Extended MSA (JMLR Algorithm 3): argmax of the augmented Hamiltonian
-    ``H_t - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖² - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²``."""
+    ``H_t - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖² - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²``, each
+    inner solve started from θ_t perturbed by ``perturb_init`` (``_PerturbsInnerStart``)."""
 
     rho: float
     inner: str = "lbfgs"
     inner_steps: int = 10
     inner_lr: float = 0.1
     reg: float = 1e-3
+    perturb_init: float = 0.0
 
 
 #: DDPNOpt's preconditioners (the wrapped base optimizer) and value-curvature modes.
@@ -436,7 +460,8 @@ class Trainer(NamedTuple):
       exactly as the one the arrays were read from (a checkpoint's resumption). Nothing
       else is needed, because no trainer keeps hidden random state: the draws of
       stochastic BinaryConnect are seeded by (seed, step, layer) and the step is in the
-      arrays; inner solvers restart from zero at every step. The arrays may come from
+      arrays; inner solvers restart from zero at every step, and the MSA family's
+      perturbed inner starts are seeded by (seed, step, layer) too. The arrays may come from
       another backend where the states map one to one (the same keys).
     """
 

@@ -2,9 +2,11 @@
 
 Each claim is a function ``(data, backend) -> Verdict`` (``data``: the rows and the run
 facts); the report evaluates every claim for every backend in the results (the backends
-can disagree: on ``sine-resnet-zero`` the outcome is decided by float32 rounding). A verdict is ``holds``, ``does not hold`` or
-``not measured`` (the run lacks a problem or configuration the claim needs), with the
-numbers behind it and the threshold it used. Curves are medians over cells at each
+can disagree where rounding decides: on ``sine-resnet-zero`` only float32 rounding breaks
+the symmetry for ``emsa-noperturb``, which no claim reads; the zero-init claim reads
+``emsa``, whose perturbed inner starts break it the same way in every backend). A verdict
+is ``holds``, ``does not hold`` or ``not measured`` (the run lacks a problem or
+configuration the claim needs), with the numbers behind it and the threshold it used. Curves are medians over cells at each
 evaluation step, from ``ok`` rows (a diverged cell's last row carries NaN metrics or
 the loss it diverged with); a cell is (run_id, cell_id), so the cells of every run given
 count as replicates, as in the tables (``reports/load.py``), and a cell's result is its

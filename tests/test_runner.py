@@ -322,7 +322,10 @@ def test_default_suite_shape():
     labels = {(e.problem, e.label) for e in d.entries}
     assert ("sine-resnet", "emsa") in labels and ("mnist5k-mlp-ternary", "twn") in labels
     emsa = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "emsa"))
-    assert emsa.hp == spec.EMSA(rho=1.0, reg=1e-3) and emsa.steps == grids.SINE_MSA_STEPS
+    assert emsa.hp == spec.EMSA(rho=1.0, reg=1e-3, perturb_init=0.005) and emsa.steps == grids.SINE_MSA_STEPS
+    # from the zero init, E-MSA with and without the authors' perturbation of the inner start
+    zero = {e.label: e.hp for e in d.entries if e.problem == "sine-resnet-zero"}
+    assert zero["emsa"] == emsa.hp and zero["emsa-noperturb"] == spec.EMSA(rho=1.0, reg=1e-3)
     adam = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "adam"))
     assert adam.hp.lr == 0.005 and adam.hp.reg == 1e-3
     assert all(1 <= e.eval_every <= e.steps for e in d.entries)

@@ -24,6 +24,11 @@ Inner solvers:
   call (compiled once per segment, the layer picked by a traced index), driven by SciPy.
 
 With ρ = 0 this is basic MSA and H̃ is the plain Hamiltonian.
+
+With ``perturb_init`` > 0 every solve starts from θ_t + δ_{k,t} (``spec.EMSA``): the
+draws are made on the host from NumPy (``draws.inner_start_perturbation``, step k, layer
+t), as in every backend, and enter the compiled step as arguments (stacked like the
+segment's parameters); the state keeps the step count beside the donated arrays.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from implementations import solvers, spec
+from implementations import draws, solvers, spec
 from implementations.jax import common, ops
 
 IN_GRAPH_SOLVERS = ("gd", "adam", "optax-lbfgs")
@@ -93,8 +98,41 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
     objectives = [layer_objective(seg.layer, rho, hp.reg) for seg in segs]
 
     def init(params):
-        return place.commit(
-            {"params": common.to_segments(segs, params, place), "running": common.init_running(layers, place)}
+        arrays = {"params": common.to_segments(segs, params, place), "running": common.init_running(layers, place)}
+        return {"arrays": place.commit(arrays), "k": 0}
+
+    def perturbations(k: int) -> list:
+        """Per segment, the host draws δ_{k,t} of its layers as one float64 array per
+        parameter (stacked for a stack); None where nothing is perturbed."""
+        if not hp.perturb_init:
+            return [None] * len(segs)
+        out = []
+        for seg in segs:
+            shapes = seg.layer.param_shapes()
+            if not shapes:
+                out.append(None)
+                continue
+            per_layer = [
+                draws.inner_start_perturbation(hp.perturb_init, seed, k, seg.first + i, shapes)
+                for i in range(seg.count)
+            ]
+            out.append(tuple(np.stack(vs) if seg.stacked else vs[0] for vs in zip(*per_layer)))
+        return out
+
+    def trainer(step):
+        return common.trainer(
+            layers,
+            segs,
+            place,
+            init,
+            step,
+            params_of=lambda s: s["arrays"]["params"],
+            running_of=lambda s: s["arrays"]["running"],
+            state_arrays=lambda s: common.arrays_of(segs, s["arrays"]) | {"step": np.asarray(s["k"], np.int64)},
+            load=lambda s, arrays: {
+                "arrays": common.load_arrays(segs, place, s["arrays"], arrays),
+                "k": int(arrays["step"]),
+            },
         )
 
     def stored(state, x, y):
@@ -108,13 +146,15 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
 
     if hp.inner in IN_GRAPH_SOLVERS:
 
-        def _step(state, x, y):
-            loss, io, running = stored(state, x, y)
+        def _step(arrays, x, y, deltas):
+            loss, io, running = stored(arrays, x, y)
             new = []
-            for seg, theta, h, stored_s in zip(segs, state["params"], objectives, io):
+            for seg, theta, h, stored_s, delta in zip(segs, arrays["params"], objectives, io, deltas):
                 if not theta:
                     new.append(theta)
                     continue
+                if delta is not None:
+                    theta = tuple(v + d for v, d in zip(theta, delta))
 
                 def solve(th, xi, xo, pi, po, h=h):
                     return maximise_in_graph(lambda t: h(t, xi, xo, pi, po), th, hp.inner, hp.inner_steps, hp.inner_lr)
@@ -123,7 +163,14 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
             return {"params": new, "running": running}, {"loss": loss}
 
         compiled = jax.jit(_step, donate_argnums=0)
-        return common.trainer(layers, segs, place, init, lambda state, batch: compiled(state, *batch))
+
+        def in_graph_step(state, batch):
+            k = state["k"] + 1
+            deltas = [None if d is None else tuple(place.array(v) for v in d) for d in perturbations(k)]
+            arrays, metrics = compiled(state["arrays"], *batch, deltas)
+            return {"arrays": arrays, "k": k}, metrics
+
+        return trainer(in_graph_step)
 
     # inner == "lbfgs": SciPy drives each layer's solve from the host
     compiled_stored = jax.jit(stored)
@@ -132,16 +179,21 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
     ]
 
     def step(state, batch):
-        loss, io, running = compiled_stored(state, *batch)
+        k = state["k"] + 1
+        loss, io, running = compiled_stored(state["arrays"], *batch)
         new = []
-        for seg, theta, vag, stored_s in zip(segs, state["params"], value_and_grads, io):
+        for seg, theta, vag, stored_s, delta in zip(
+            segs, state["arrays"]["params"], value_and_grads, io, perturbations(k)
+        ):
             if not theta:
                 new.append(theta)
                 continue
-            host = [np.asarray(v, np.float64) for v in jax.device_get(theta)]
+            host = [np.asarray(v) for v in jax.device_get(theta)]
+            if delta is not None:  # δ rounded to the parameters' dtype, added in it
+                host = [v + d.astype(v.dtype) for v, d in zip(host, delta)]
             solved = []
             for i in range(seg.count):
-                start = np.concatenate([(v[i] if seg.stacked else v).ravel() for v in host])
+                start = np.concatenate([(v[i] if seg.stacked else v).ravel() for v in host]).astype(np.float64)
 
                 def value_and_grad(vec, i=i, vag=vag, stored_s=stored_s):
                     value, grad = vag(vec, i, *stored_s)
@@ -149,9 +201,9 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
 
                 solved.append(solvers.lbfgs_maximise(value_and_grad, start, hp.inner_steps))
             new.append(_unflatten_host(seg, solved, place))
-        return {"params": new, "running": running}, {"loss": loss}
+        return {"arrays": {"params": new, "running": running}, "k": k}, {"loss": loss}
 
-    return common.trainer(layers, segs, place, init, step)
+    return trainer(step)
 
 
 def _host_value_and_grad(seg, h, place):

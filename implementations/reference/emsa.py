@@ -10,6 +10,10 @@ code). The argmax is approximate, from the current θ: ``inner="lbfgs"`` runs Sc
 L-BFGS-B for ``inner_steps`` iterations (the official code); ``"gd"`` takes ``inner_steps``
 ascent steps ``θ ← θ + inner_lr ∇H̃``; ``"adam"`` takes ``inner_steps`` Adam ascent steps
 whose moments start at zero for every layer at every MSA step; ``"optax-lbfgs"`` runs optax's L-BFGS for ``inner_steps`` iterations. With ρ = 0 this is basic MSA.
+
+With ``perturb_init = p > 0`` every solve starts from θ_t + δ_{k,t} instead,
+``δ_{k,t} = p · U(-1, 1)`` drawn by ``draws.inner_start_perturbation`` for step k and layer
+t (``spec.EMSA``); the state counts the steps for it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from implementations import solvers, spec
+from implementations import draws, solvers, spec
 from implementations.reference import common, optim, pmp
 
 
@@ -85,11 +89,18 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
     rho = hp.rho if rho is None else rho
 
     def init(params):
-        return {"params": pmp.per_layer(layers, common.to_jax(params)), "running": common.init_running(layers)}
+        return {"params": pmp.per_layer(layers, common.to_jax(params)), "running": common.init_running(layers), "k": 0}
+
+    def start(theta: tuple, k: int, t: int) -> tuple:
+        """Layer t's inner-solve start at step k: θ_t, perturbed when ``perturb_init`` > 0."""
+        if not hp.perturb_init:
+            return theta
+        deltas = draws.inner_start_perturbation(hp.perturb_init, seed, k, t, [v.shape for v in theta])
+        return tuple(v + jnp.asarray(d) for v, d in zip(theta, deltas))
 
     def step(state, batch):
         x, y = batch
-        params = state["params"]
+        params, k = state["params"], state["k"] + 1
         xs = pmp.forward(layers, params, x)
         ps = pmp.costates(layers, params, xs, y, problem.loss)
         new = []
@@ -97,6 +108,7 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
             if not theta:
                 new.append(theta)
                 continue
+            theta = start(theta, k, t)
 
             if hp.inner == "optax-lbfgs":
                 solve = optax_lbfgs_solver(layer, rho, hp.reg, hp.inner_steps)
@@ -108,6 +120,12 @@ def make(problem, hp, *, dtype="float64", device="cpu", seed=0, rho=None):
 
             new.append(maximise(h, theta, hp.inner, hp.inner_steps, hp.inner_lr))
         running = common.update_running(layers, state["running"], xs)
-        return {"params": new, "running": running}, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y)}
+        return {"params": new, "running": running, "k": k}, {"loss": pmp.terminal_loss(problem.loss, xs[-1], y)}
 
-    return common.trainer(layers, init, step)
+    def state_arrays(state):
+        return common.base_arrays(state) | {"step": np.asarray(state["k"], np.int64)}
+
+    def load(state, arrays):
+        return {**common.load_base(state, arrays), "k": int(arrays["step"])}
+
+    return common.trainer(layers, init, step, state_arrays=state_arrays, load=load)

@@ -12,7 +12,9 @@ flows into the inner solver. Inner solvers: ``lbfgs`` (SciPy L-BFGS-B on host fl
 the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``:
 its moments start at zero for every layer at every MSA step and carry across that step's
 ``inner_steps`` iterations). With ρ = 0 this is basic MSA and the second-order term is
-skipped (it is multiplied by zero).
+skipped (it is multiplied by zero). With ``perturb_init`` > 0 every solve (fused stacks
+included) starts from θ_t + δ_{k,t}, ``draws.inner_start_perturbation``'s draw for step k
+and layer t rounded to the parameters' dtype (``spec.EMSA``); the state counts the steps.
 
 Timing note: ``lbfgs`` is host-side by nature (SciPy drives it, as in the official code),
 so each of its function evaluations waits for the device; ``gd`` and ``adam`` never leave
@@ -30,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from implementations import solvers, spec
+from implementations import draws, solvers, spec
 from implementations.torch import common, ops
 
 
@@ -98,7 +100,8 @@ def dense_stacks(layers) -> list[tuple[int, int]]:
 
 
 def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: float, hp) -> list[tuple]:
-    """The inner maximisation of a dense residual stack with the fused gradient."""
+    """The inner maximisation of a dense residual stack with the fused gradient, from the
+    layers' (perturbed) starts ``thetas``."""
     span = slice(first, first + count)
     w = torch.stack([th[0].detach() for th in thetas]).clone()
     b = torch.stack([th[1].detach() for th in thetas]).clone()
@@ -134,10 +137,18 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None, kernel
 
     def init(params):
         theta = [tuple(place.tensor(v) for v in th) for th in common.per_layer(layers, params)]
-        return {"params": theta, "running": common.init_running(layers, place)}
+        return {"params": theta, "running": common.init_running(layers, place), "k": 0}
+
+    def start(theta: tuple, k: int, t: int) -> tuple:
+        """Layer t's inner-solve start at step k: θ_t, perturbed when ``perturb_init`` > 0."""
+        if not hp.perturb_init:
+            return theta
+        deltas = draws.inner_start_perturbation(hp.perturb_init, seed, k, t, [tuple(v.shape) for v in theta])
+        return tuple(v.detach() + place.tensor(d) for v, d in zip(theta, deltas))
 
     def step(state, batch):
         x, y = batch
+        k = state["k"] + 1
         params = [tuple(v.requires_grad_(True) for v in th) for th in state["params"]]
         x0 = x.detach().requires_grad_(True)  # p_0 enters layer 0's ∇ₓH penalty
         xs = common.forward(layers, params, x0)
@@ -149,17 +160,19 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None, kernel
             if t in stacked:
                 first, count = stacked[t]
                 if t == first:
-                    new += maximise_stack(kernels, layer, params[first : first + count], xs, ps, first, count, rho, hp)
+                    starts = [start(params[i], k, i) for i in range(first, first + count)]
+                    new += maximise_stack(kernels, layer, starts, xs, ps, first, count, rho, hp)
                 continue
             if not theta:
                 new.append(theta)
                 continue
+            theta = start(theta, k, t)
 
             def h(th, t=t, layer=layer):
                 return augmented_hamiltonian(layer, th, xs[t], xs[t + 1], ps[t], ps[t + 1], rho, hp.reg)
 
             new.append(maximise(h, theta, hp.inner, hp.inner_steps, hp.inner_lr))
         common.update_running(layers, state["running"], xs)
-        return {"params": new, "running": state["running"]}, {"loss": loss.detach()}
+        return {"params": new, "running": state["running"], "k": k}, {"loss": loss.detach()}
 
     return common.trainer(layers, place, init, step)
