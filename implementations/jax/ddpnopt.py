@@ -10,10 +10,13 @@ and feedback term, so a residual stack would be unstacked at every step anyway; 
 tuples keep the stage cut (``spec.ddp_stages``) a plain index and the trace as long as the
 stack is deep. Each stage's parameters are raveled into one vector w_t inside the step.
 
-Per-sample quantities carry a leading axis of S samples, from ``vmap`` over the samples of
-a ``vjp`` of the stage's one-sample map (Bᵀc and Aᵀc together) or of a ``jvp`` (B dw,
-A dx). The factored mode never forms A_t or B_t; the dense mode (small nets) forms them
-with ``jacfwd`` and V_T with ``hessian``.
+Per-sample quantities carry a leading axis of S samples. The factored mode takes every
+product with A_t and B_t as one ``jvp`` or ``vjp`` of the whole batch's stage map (BN's
+statistics held, so that the map is per sample), and the per-sample norms
+‖B_sᵀ z_s‖²_{M⁻¹} from ``persample``'s closed forms: it never forms A_t, B_t or a
+parameter-sized vector per sample (``vmap`` of per-sample vjps did, and cost 14× the base
+optimizer's step on the MLP). The dense mode (small nets) forms A_s and B_s with
+``jacfwd`` and V_T with ``hessian``.
 
 The base optimizer's slots are arrays updated by torch.optim's formulas (as the torch
 backend's, not optax's: DDPNOpt updates M from the batch-mean Q_θ during the backward
@@ -35,7 +38,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from implementations import spec
-from implementations.jax import common, ops
+from implementations.jax import common, ops, persample
 
 
 def _run(layers, x):
@@ -58,12 +61,23 @@ class StageMap:
         """The whole batch's map (BN on the batch's own statistics unless ``stats``)."""
         return ops.apply(self.controlled, self.unravel(w), _run(self.folded, x), stats)
 
+    def held_stats(self, x_nominal):
+        """BN's statistics of the nominal batch's BN input (None for other layers): the
+        second-order terms linearise each sample's map with them held fixed."""
+        if isinstance(self.controlled, spec.BatchNorm):
+            return ops.batch_stats(_run(self.folded, x_nominal))
+        return None
+
     def frozen(self, x_nominal):
-        """One sample's map ``(w, x_s) -> x'_s``, BN's statistics held at those of the
-        nominal batch's BN input (the second-order terms linearise this map)."""
-        is_bn = isinstance(self.controlled, spec.BatchNorm)
-        stats = ops.batch_stats(_run(self.folded, x_nominal)) if is_bn else None
+        """One sample's map ``(w, x_s) -> x'_s`` with ``held_stats`` (the dense mode's
+        Jacobians linearise it)."""
+        stats = self.held_stats(x_nominal)
         return lambda w, x: self.batch(w, x[None], stats)[0]
+
+    def sqnorms(self, w, x, z, diag, stats):
+        """``‖B_sᵀ z_s‖²_D`` per sample, D the diagonal ``diag`` (flat like w)."""
+        theta, d = self.unravel(w), self.unravel(diag)
+        return persample.weighted_sqnorms(self.controlled, theta, _run(self.folded, x), z, d, stats)
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,37 +95,48 @@ def _per_sample(c, a):
     return c.reshape((-1,) + (1,) * (a.ndim - 1)) * a
 
 
-def _pullbacks(f, w, xs, cot):
-    """(B_sᵀ c_s, A_sᵀ c_s) for every sample: one vjp of f at (w, x_s)."""
-    return jax.vmap(lambda x, c: jax.vjp(f, w, x)[1](c))(xs, cot)
+def _factored(stage: StageMap, w, xs, v_next, z_next, u, solve, eps_v, first: bool):
+    """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the new
+    v = Q_x + Q_θxᵀ k, the new z, the clamp count and the feedback map
+    δX -> mean_s Q_θx δx_s; for the ``first`` stage only the clamp count (v_0 and z_0
+    are never used, and δx_0 = 0).
 
+    Every per-sample product is one product of the whole batch's map F (BN's statistics
+    held, so that sample s of F's output depends on sample s of its input only): with
+    q_s = B_sᵀ z_s, a_s = A_sᵀ z_s and the shared k,
 
-def _pushforward_w(f, w, xs, dw):
-    """B_s dw_s for every sample."""
-    return jax.vmap(lambda x, d: jax.jvp(lambda w_: f(w_, x), (w,), (d,))[1])(xs, dw)
+        q_s·k = z_s·(B k)_s,                       (B k: one jvp of F along w)
+        Q_θx,sᵀ k = a_s (q_s·k) + ε_V A_sᵀ(B k)_s = A_sᵀ (z_s (q_s·k) + ε_V (B k)_s),
+        Σ_s Q_θx,s δx_s = Σ_s B_sᵀ (z_s (a_s·δx_s) + ε_V (A δx)_s),
 
+    and the shrink's η q_sᵀM⁻¹q_s is ``persample``'s closed form; nothing of size S × θ
+    is formed (but the conv layers' per-sample weight gradients inside the norm)."""
+    stats = stage.held_stats(xs)
 
-def _pushforward_x(f, w, xs, dx):
-    """A_s dx_s for every sample."""
-    return jax.vmap(lambda x, d: jax.jvp(lambda x_: f(w, x_), (x,), (d,))[1])(xs, dx)
+    def held(w_, x_):
+        return stage.batch(w_, x_, stats)
 
-
-def _factored(f, w, xs, z_next, u, solve, eps_v):
-    """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the value
-    gain Q_θxᵀ k, the new z, the clamp count and the feedback map δX -> mean_s Q_θx δx_s."""
-    q, a = _pullbacks(f, w, xs, z_next)  # q = Bᵀz, a = Aᵀz
     k = -solve(u)  # the open-loop step, shared by the samples as θ is
-    # Q_θxᵀ k = Aᵀ V' B k = a (q·k) + ε_V Aᵀ(B k)
-    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, jnp.broadcast_to(k, q.shape)))[1]
-    gain = _per_sample(jnp.sum(q * k, axis=1), a) + eps_v * a_bk
-    shrink = 1.0 - jnp.sum(q * solve(q), axis=1)  # 1 - η qᵀM⁻¹q
+    shrink = 1.0 - stage.sqnorms(w, xs, z_next, solve(jnp.ones_like(w)), stats)  # 1 - η qᵀM⁻¹q
+    clamps = jnp.sum(shrink < 0, dtype=jnp.int32)
+    if first:
+        return None, None, clamps, None
+    bk = jax.jvp(lambda w_: held(w_, xs), (w,), (k,))[1]
+    cot = _per_sample(_dot(z_next, bk), z_next) + eps_v * bk  # Q_θxᵀk = Aᵀ cot
+    pull = jax.vjp(held, w, xs)[1]
+    a = pull(z_next)[1]
+    if stats is None:  # held and live maps coincide: one pullback of v + cot
+        v = pull(v_next + cot)[1]
+    else:
+        v = jax.vjp(stage.batch, w, xs)[1](v_next)[1] + pull(cot)[1]
     z = _per_sample(jnp.sqrt(jnp.maximum(shrink, 0.0)), a)
+    n = xs.shape[0]
 
-    def feedback(dx):  # Bᵀ V' A δx = q (a·δx) + ε_V Bᵀ(A δx)
-        b_adx = _pullbacks(f, w, xs, _pushforward_x(f, w, xs, dx))[0]
-        return jnp.mean(_per_sample(_dot(a, dx), q) + eps_v * b_adx, axis=0)
+    def feedback(dx):  # mean_s Bᵀ V' A δx_s = mean_s Bᵀ(z_s (a_s·δx_s) + ε_V (A δx)_s)
+        a_dx = jax.jvp(lambda x_: held(w, x_), (xs,), (dx,))[1]
+        return pull(_per_sample(_dot(a, dx), z_next) + eps_v * a_dx)[0] / n
 
-    return gain, z, jnp.sum(shrink < 0, dtype=jnp.int32), feedback
+    return v, z, clamps, feedback
 
 
 def _dense(f, w, xs, vxx_next, u, solve, eps_v):
@@ -194,22 +219,23 @@ def sweep(maps, ws, xs, y, phi, precondition, hp: spec.DDPNOpt, dense_terminal: 
         if not hp.feedback:
             steps[t], v = (u, solve, None), q_x
             continue
-        f = stage.frozen(x)
         if hp.vxx == "factored":
-            gain, curv, clamp, feedback = _factored(f, w, x, curv, u, solve, hp.vxx_reg)
+            v, curv, clamp, feedback = _factored(stage, w, x, v, curv, u, solve, hp.vxx_reg, first=t == 0)
             clamps = clamps + clamp
         else:
-            gain, curv, feedback = _dense(f, w, x, curv, u, solve, hp.vxx_reg)
-        steps[t], v = (u, solve, feedback), q_x + gain
+            gain, curv, feedback = _dense(stage.frozen(x), w, x, curv, u, solve, hp.vxx_reg)
+            v = q_x + gain
+        steps[t] = (u, solve, feedback)
     return _feedback_forward(maps, ws, xs, steps, hp.feedback), clamps
 
 
 def _feedback_forward(maps, ws, xs, steps, feedback: bool) -> list:
-    """θ_t ← θ_t - η M⁻¹ (u_t + mean_s Q_θx,s δx_s), δx_s on the new trajectory x̂."""
+    """θ_t ← θ_t - η M⁻¹ (u_t + mean_s Q_θx,s δx_s), δx_s on the new trajectory x̂ (no
+    feedback term where δx_t ≡ 0: the first stage, and the open loop)."""
     new_ws, x_hat = [], xs[0]
     for t, (stage, w) in enumerate(zip(maps, ws)):
         u, solve, fb = steps[t]
-        d = u + fb(x_hat - xs[t]) if feedback else u
+        d = u if fb is None else u + fb(x_hat - xs[t])
         new_ws.append(w - solve(d))
         if feedback and t + 1 < len(ws):
             x_hat = stage.batch(new_ws[-1], x_hat)

@@ -4,10 +4,12 @@ the same as the float64 oracle ``reference/ddp.py`` + ``reference/ddpnopt.py``).
 
 Layout: the layers are cut into controlled stages (``spec.ddp_stages``); each stage's
 parameters travel as one flat vector w_t, and per-sample quantities carry a leading axis
-of S samples. They come from ``torch.func``: ``vmap`` over the samples of a ``vjp`` of
-the stage's one-sample map (Bᵀc and Aᵀc together) or of a ``jvp`` (B dw, A dx). The
-factored mode never forms A_t or B_t; the dense mode (small nets) forms them with
-``jacfwd`` and V_T with ``hessian``.
+of S samples. The factored mode takes every product with A_t and B_t from the stage
+linearised in closed form over the whole batch (``linearised.Stage``: A δx, Aᵀc, B dw,
+Σ_s B_sᵀc_s, and the per-sample norms ‖B_sᵀ z_s‖²_{M⁻¹} as GEMMs), never forming A_t, B_t
+or any per-sample parameter-sized vector; ``torch.func``'s transforms, which it replaced,
+cost 40× RMSprop's step in Python overhead alone. The dense mode (small nets, the oracle's
+check) forms A_s and B_s with ``func.jacfwd`` and V_T with ``func.hessian``.
 
 The base optimizer's slots are plain tensors, not a ``torch.optim`` object: DDPNOpt
 updates the preconditioner from the batch-mean Q_θ during the backward sweep, but steps
@@ -30,20 +32,9 @@ import torch
 from torch import func
 
 from implementations import spec
-from implementations.torch import common, ops
+from implementations.torch import common, linearised, ops
 
-
-def _ravel(tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _unravel(w: torch.Tensor, shapes) -> tuple:
-    out, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        out.append(w[start : start + size].reshape(shape))
-        start += size
-    return tuple(out)
+_ravel, _unravel = linearised.ravel, linearised.unravel
 
 
 def _run(layers, x):
@@ -68,7 +59,7 @@ class StageMap:
 
     def frozen(self, x_nominal):
         """One sample's map ``(w, x_s) -> x'_s``, BN's statistics held at those of the
-        nominal batch's BN input (the second-order terms linearise this map)."""
+        nominal batch's BN input (the dense mode's Jacobians linearise this map)."""
         is_bn = isinstance(self.controlled, spec.BatchNorm)
         stats = ops.batch_stats(_run(self.folded, x_nominal)) if is_bn else None
         return lambda w, x: self.batch(w, x[None], stats)[0]
@@ -89,37 +80,37 @@ def _per_sample(c, a):
     return c.reshape((-1,) + (1,) * (a.ndim - 1)) * a
 
 
-def _pullbacks(f, w, xs, cot):
-    """(B_sᵀ c_s, A_sᵀ c_s) for every sample: one vjp of f at (w, x_s)."""
-    return func.vmap(lambda x, c: func.vjp(f, w, x)[1](c))(xs, cot)
+def _factored(lin: linearised.Stage, v_next, z_next, u, solve, eps_v, first: bool):
+    """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the new
+    v = Q_x + Q_θxᵀ k, the new z, the clamp count and the feedback map
+    δX -> mean_s Q_θx δx_s; for the ``first`` stage only the clamp count (v_0 and z_0
+    are never used, and δx_0 = 0).
 
+    Every per-sample product is one product of the stage linearised over the whole batch
+    (``linearised.Stage``: BatchNorm's statistics held, so that sample s of its output
+    depends on sample s of its input only): with q_s = B_sᵀ z_s, a_s = A_sᵀ z_s and the
+    shared k,
 
-def _pushforward_w(f, w, xs, dw):
-    """B_s dw_s for every sample."""
-    return func.vmap(lambda x, d: func.jvp(lambda w_: f(w_, x), (w,), (d,))[1])(xs, dw)
+        q_s·k = z_s·(B k)_s,
+        Q_θx,sᵀ k = a_s (q_s·k) + ε_V A_sᵀ(B k)_s = A_sᵀ (z_s (q_s·k) + ε_V (B k)_s),
+        Σ_s Q_θx,s δx_s = Σ_s B_sᵀ (z_s (a_s·δx_s) + ε_V (A δx)_s),
 
-
-def _pushforward_x(f, w, xs, dx):
-    """A_s dx_s for every sample."""
-    return func.vmap(lambda x, d: func.jvp(lambda x_: f(w, x_), (x,), (d,))[1])(xs, dx)
-
-
-def _factored(f, w, xs, z_next, u, solve, eps_v):
-    """Factored value update, V' = z zᵀ + ε_V I with only z propagated. Returns the value
-    gain Q_θxᵀ k, the new z, the clamp count and the feedback map δX -> mean_s Q_θx δx_s."""
-    q, a = _pullbacks(f, w, xs, z_next)  # q = Bᵀz, a = Aᵀz
+    and the shrink's η q_sᵀM⁻¹q_s is ``Stage.sqnorms``' closed form. Nothing of size
+    S × θ is formed (but inside the conv layers' norms)."""
     k = -solve(u)  # the open-loop step, shared by the samples as θ is
-    # Q_θxᵀ k = Aᵀ V' B k = a (q·k) + ε_V Aᵀ(B k)
-    a_bk = _pullbacks(f, w, xs, _pushforward_w(f, w, xs, k.expand_as(q)))[1]
-    gain = _per_sample((q * k).sum(dim=1), a) + eps_v * a_bk
-    shrink = 1.0 - (q * solve(q)).sum(dim=1)  # 1 - η qᵀM⁻¹q
+    shrink = 1.0 - lin.sqnorms(z_next, solve(torch.ones_like(k)))  # 1 - η qᵀM⁻¹q
+    if first:
+        return None, None, (shrink < 0).sum(), None
+    bk = lin.push_w(k)
+    a = lin.pull_x(z_next)
+    v = lin.pull_x_value(v_next, _per_sample(_dot(z_next, bk), z_next) + eps_v * bk)
     z = _per_sample(torch.sqrt(torch.clamp(shrink, min=0.0)), a)
+    n = z_next.shape[0]
 
-    def feedback(dx):  # Bᵀ V' A δx = q (a·δx) + ε_V Bᵀ(A δx)
-        b_adx = _pullbacks(f, w, xs, _pushforward_x(f, w, xs, dx))[0]
-        return (_per_sample(_dot(a, dx), q) + eps_v * b_adx).mean(dim=0)
+    def feedback(dx):  # mean_s Bᵀ V' A δx_s = mean_s Bᵀ(z_s (a_s·δx_s) + ε_V (A δx)_s)
+        return lin.pull_w(_per_sample(_dot(a, dx), z_next) + eps_v * lin.push_x(dx)) / n
 
-    return gain, z, (shrink < 0).sum(), feedback
+    return v, z, (shrink < 0).sum(), feedback
 
 
 def _dense(f, w, xs, vxx_next, u, solve, eps_v):
@@ -143,8 +134,13 @@ def _dense(f, w, xs, vxx_next, u, solve, eps_v):
 
 def _terminal(phi, x_t, y, hp: spec.DDPNOpt, dense_terminal: str):
     """Per-sample v_T = ∇Φ_s and the curvature the sweep starts from (None open loop; z_T
-    factored; ∇²Φ_s, or ∇Φ_s∇Φ_sᵀ for ``dense_terminal="outer"``, dense)."""
-    v = func.vmap(func.grad(phi))(x_t, y)
+    factored; ∇²Φ_s, or ∇Φ_s∇Φ_sᵀ for ``dense_terminal="outer"``, dense). ``phi`` is the
+    batch's mean loss (every loss in ``spec.LOSSES`` is a mean over samples, so
+    ∇_{x_s}Φ_s = S ∇_{x_s} mean Φ: one backward pass, not S)."""
+    x_t = x_t.detach().requires_grad_(True)
+    with torch.enable_grad():
+        v = torch.autograd.grad(phi(x_t, y), x_t)[0] * x_t.shape[0]
+    x_t = x_t.detach()
     if not hp.feedback:
         return v, None
     if hp.vxx == "factored":
@@ -152,7 +148,8 @@ def _terminal(phi, x_t, y, hp: spec.DDPNOpt, dense_terminal: str):
     flat = v.reshape(v.shape[0], -1)
     if dense_terminal == "outer":
         return v, torch.einsum("si,sj->sij", flat, flat)
-    hess = func.vmap(func.hessian(phi))(x_t, y)
+    one = lambda x, t: phi(x[None], t[None])
+    hess = func.vmap(func.hessian(one))(x_t, y)
     return v, hess.reshape(flat.shape[0], flat.shape[1], flat.shape[1])
 
 
@@ -186,36 +183,37 @@ def base_precondition(hp: spec.DDPNOpt, slots: dict, k: int):
 # ---------------------------------------------------------------------------------------
 
 
-def sweep(maps, ws, xs, y, phi, precondition, hp: spec.DDPNOpt, dense_terminal: str = "hessian"):
+def sweep(maps, lins, ws, xs, y, phi, precondition, hp: spec.DDPNOpt, dense_terminal: str = "hessian"):
     """One DDPNOpt iteration from stage vectors ``ws``; ``xs`` are the nominal stage inputs
-    x_0..x_{T-1} and the terminal state x_T. Returns the new vectors and the clamp count."""
+    x_0..x_{T-1} and the terminal state x_T, ``lins`` the stages linearised along them.
+    Returns the new vectors and the clamp count."""
     v, curv = _terminal(phi, xs[-1], y, hp, dense_terminal)
     n, steps = xs[0].shape[0], [None] * len(ws)
     clamps = torch.zeros((), dtype=torch.int64, device=xs[0].device)
     for t in reversed(range(len(ws))):
-        stage, w, x = maps[t], ws[t], xs[t]
-        # first-order terms from the batch map: backprop's numbers, through BN's statistics
-        g_sum, q_x = func.vjp(stage.batch, w, x)[1](v)
-        u, solve = precondition(t, g_sum / n + hp.weight_decay * w)
+        lin, w = lins[t], ws[t]
+        # first-order terms: backprop's numbers, through BN's batch statistics
+        u, solve = precondition(t, lin.pull_w(v) / n + hp.weight_decay * w)
         if not hp.feedback:
-            steps[t], v = (u, solve, None), q_x
+            steps[t], v = (u, solve, None), lin.pull_x_live(v)
             continue
-        f = stage.frozen(x)
         if hp.vxx == "factored":
-            gain, curv, clamp, feedback = _factored(f, w, x, curv, u, solve, hp.vxx_reg)
+            v, curv, clamp, feedback = _factored(lin, v, curv, u, solve, hp.vxx_reg, first=t == 0)
             clamps = clamps + clamp
         else:
-            gain, curv, feedback = _dense(f, w, x, curv, u, solve, hp.vxx_reg)
-        steps[t], v = (u, solve, feedback), q_x + gain
+            gain, curv, feedback = _dense(maps[t].frozen(xs[t]), w, xs[t], curv, u, solve, hp.vxx_reg)
+            v = lin.pull_x_live(v) + gain
+        steps[t] = (u, solve, feedback)
     return _feedback_forward(maps, ws, xs, steps, hp.feedback), clamps
 
 
 def _feedback_forward(maps, ws, xs, steps, feedback: bool) -> list:
-    """θ_t ← θ_t - η M⁻¹ (u_t + mean_s Q_θx,s δx_s), δx_s on the new trajectory x̂."""
+    """θ_t ← θ_t - η M⁻¹ (u_t + mean_s Q_θx,s δx_s), δx_s on the new trajectory x̂ (no
+    feedback term where δx_t ≡ 0: the first stage, and the open loop)."""
     new_ws, x_hat = [], xs[0]
     for t, (stage, w) in enumerate(zip(maps, ws)):
         u, solve, fb = steps[t]
-        d = u + fb(x_hat - xs[t]) if feedback else u
+        d = u if fb is None else u + fb(x_hat - xs[t])
         new_ws.append(w - solve(d))
         if feedback and t + 1 < len(ws):
             x_hat = stage.batch(new_ws[-1], x_hat)
@@ -236,7 +234,7 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, dense_terminal="
     controlled = [s.stop - 1 for s in stages]
 
     def phi(x, y):
-        return ops.terminal_loss(problem.loss, _run(layers[tail:], x[None]), y[None])
+        return ops.terminal_loss(problem.loss, _run(layers[tail:], x), y)
 
     def init(params):
         theta = [tuple(place.tensor(v) for v in th) for th in common.per_layer(layers, params)]
@@ -246,12 +244,15 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, dense_terminal="
     def step(state, batch):
         x, y = batch
         k, params = state["k"] + 1, state["params"]
-        xs = common.forward(layers, params, x)
+        lin_layers = linearised.forward(layers, params, x)
+        xs = [x] + [lin.out for lin in lin_layers]
         shapes = [[v.shape for v in params[i]] for i in controlled]
         maps = [StageMap(layers, s, sh) for s, sh in zip(stages, shapes)]
         slots = {name: [_ravel(per_layer[i]) for i in controlled] for name, per_layer in state["slots"].items()}
+        lins = [linearised.stage(lin_layers, s, sh) for s, sh in zip(stages, shapes)]
         ws, clamps = sweep(
             maps,
+            lins,
             [_ravel(params[i]) for i in controlled],
             [xs[s.start] for s in stages] + [xs[tail]],
             y,
