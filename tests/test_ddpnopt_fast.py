@@ -21,9 +21,9 @@ import pytest
 from implementations import spec
 
 torch = pytest.importorskip("torch")
-from torch import func  # noqa: E402
+from torch import func
 
-from implementations.torch import linearised, ops  # noqa: E402
+from implementations.torch import linearised, ops
 
 RTOL = 1e-12  # see module docstring
 S = 5
@@ -78,7 +78,7 @@ def test_state_products_equal_autodiff(layer, shape):
     lin = linearised.linearise(layer, theta, h)
     _close(lin.out, ops.apply(layer, theta, h))
     stats = ops.batch_stats(h) if isinstance(layer, spec.BatchNorm) else None
-    held = lambda x: ops.apply(layer, theta, x, stats)  # noqa: E731
+    held = lambda x: ops.apply(layer, theta, x, stats)
     out, pull = func.vjp(held, h)
     dh, c = _draw(h.shape, rng), _draw(out.shape, rng)
     _close(lin.push(dh), func.jvp(held, (h,), (dh,))[1])
@@ -104,7 +104,7 @@ def test_parameter_products_equal_autodiff(layer, shape):
     for got, want in zip(lin.pull_w(c), func.vjp(lambda th: f(th, h), theta)[1](c)[0]):
         _close(got, want)
     diag = tuple(torch.tensor(rng.uniform(0.1, 2.0, v.shape), dtype=torch.float64) for v in theta)
-    per_sample = [func.vjp(lambda th: f(th, h[s : s + 1]), theta)[1](c[s : s + 1])[0] for s in range(S)]
+    per_sample = [func.vjp(lambda th, s=s: f(th, h[s : s + 1]), theta)[1](c[s : s + 1])[0] for s in range(S)]
     want = torch.stack([sum((d * q * q).sum() for d, q in zip(diag, qs)) for qs in per_sample])
     _close(lin.sqnorms(c, diag), want)
 
