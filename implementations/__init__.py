@@ -27,7 +27,7 @@ from typing import Any
 from implementations import spec
 
 ALGORITHMS = tuple(spec.BY_ID)
-BACKENDS = ("reference", "torch", "jax", "triton", "cuda")
+BACKENDS = ("reference", "torch", "jax", "triton", "cuda", "torch-compile")
 #: kernel backends swap ops, not algorithms: they implement these algorithms only.
 KERNEL_BACKENDS = ("triton", "cuda")
 KERNEL_ALGORITHMS = ("dmsa", "emsa")
@@ -43,12 +43,17 @@ def _registered(alg: str, backend: str) -> bool:
     return backend not in KERNEL_BACKENDS or alg in KERNEL_ALGORITHMS
 
 
+def _maker(alg: str, backend: str) -> str:
+    """``"module:make"``: one file per algorithm and backend, except torch-compile, whose
+    one ``make`` compiles the torch backend's trainer of any algorithm."""
+    if backend == "torch-compile":
+        return "implementations.torch_compile:make"
+    return f"implementations.{backend}.{alg}:make"
+
+
 #: (algorithm, backend) -> "module:make"
 REGISTRY: dict[tuple[str, str], str] = {
-    (alg, backend): f"implementations.{backend}.{alg}:make"
-    for backend in BACKENDS
-    for alg in ALGORITHMS
-    if _registered(alg, backend)
+    (alg, backend): _maker(alg, backend) for backend in BACKENDS for alg in ALGORITHMS if _registered(alg, backend)
 }
 
 #: packages a backend imports; a missing one makes its cells ``skipped``.
@@ -58,6 +63,7 @@ _BACKEND_PACKAGES = {
     "jax": ("jax", "optax"),
     "triton": ("torch", "triton"),
     "cuda": ("torch",),
+    "torch-compile": ("torch",),
 }
 
 #: inner solvers (MSA, E-MSA) that only some backends implement, and which.
@@ -128,6 +134,10 @@ def why_not(hp: Any, backend: str, problem: Any = None, device: str = "cpu") -> 
         reasons.append(
             f"inner solver {inner!r} runs in the {' and '.join(_INNER_SOLVER_BACKENDS[inner])} backends only"
         )
+    if backend == "torch-compile" and not isinstance(hp, str):
+        from implementations import torch_compile
+
+        reasons += torch_compile.why_not(hp)
     if backend in KERNEL_BACKENDS and algorithm == "emsa" and not isinstance(hp, str):
         if problem is not None and not _has_dense_stack(problem.layers):
             reasons.append(f"the {backend} E-MSA kernel needs a stack of dense residual layers")

@@ -193,8 +193,50 @@ def ddp_stages(layers: tuple[Layer, ...]) -> tuple[list[DDPStage], int]:
 #: (the JMLR authors' solver, in every backend); ``adam`` and ``gd`` are ascent steps;
 #: ``optax-lbfgs`` is optax's L-BFGS (memory 10, zoom line search) inside the compiled
 #: step, in the jax backend (and the reference, eagerly) only: a different line search
-#: from L-BFGS-B's, so its iterates differ from ``lbfgs``'s.
-INNER_SOLVERS = ("lbfgs", "adam", "gd", "optax-lbfgs")
+#: from L-BFGS-B's, so its iterates differ from ``lbfgs``'s; ``lbfgs-device`` is
+#: ``DeviceLBFGS``, an L-BFGS with a fixed budget and no host synchronisation, every layer
+#: of a step solved at once (torch, jax; the reference runs it layer by layer).
+INNER_SOLVERS = ("lbfgs", "adam", "gd", "optax-lbfgs", "lbfgs-device")
+
+
+class DeviceLBFGS:
+    """The ``lbfgs-device`` inner solver: ``inner_steps`` iterations of L-BFGS on F = -H̃,
+    each one evaluation of (F, ∇F), with no data-dependent control flow, so that a whole
+    E-MSA step runs on the device and the layers' problems run as one batch.
+
+    From θ₀ with (F₀, g₀), iteration i:
+
+    - direction d = -H g, H the L-BFGS inverse-Hessian approximation from the last
+      ``MEMORY`` accepted pairs (s, y) with H₀ = γI, γ = sᵀy / yᵀy of the newest pair
+      (γ = 1 without pairs); if gᵀd ≥ 0 (never with valid pairs), d = -g;
+    - trial θ' = θ + α d, one evaluation (F', g');
+    - accept when F' ≤ F + ``ARMIJO`` · α gᵀd (and F' is finite): θ, F, g ← θ', F', g';
+      the pair (s, y) = (θ' - θ, g' - g) joins the memory when also sᵀy > ε yᵀy (ε the
+      dtype's machine epsilon; L-BFGS-B's curvature test);
+    - step length: α₀ = 1/‖g₀‖ (a first move of unit length, as L-BFGS-B's); after an
+      acceptance α = 1 (α = 1/‖g‖ while the memory is still empty), after a rejection
+      α · ``SHRINK`` (backtracking spread over the iterations: the next iteration retries
+      the same direction shorter).
+
+    So F never increases, the budget is exactly ``inner_steps`` + 1 evaluations, and each
+    layer keeps its own α, memory and acceptances. The backends form H g by the compact
+    representation (Byrd, Nocedal & Schnabel 1994) as a few batched small matrix products;
+    the reference by the two-loop recursion, the same H.
+    """
+
+    MEMORY = 10
+    ARMIJO = 1e-4
+    SHRINK = 0.25
+
+
+def host_synchronises(hp: Any) -> bool:
+    """Whether a training step of ``hp`` waits on the host for values the device computed
+    inside the step: only the ``lbfgs`` inner solver, SciPy's L-BFGS-B, which reads every
+    value and gradient of its line search back. Every other step leaves the device only at
+    the edges of a timed block (host-made inputs such as the perturbation draws, stochastic
+    BinaryConnect's uniforms or binary/ternary MSA's α travel to the device without a
+    wait). Recorded in every result row as ``host_sync``."""
+    return getattr(hp, "inner", None) == "lbfgs"
 
 
 class _TrainsRealWeights:

@@ -54,8 +54,9 @@ from implementations import spec
 
 #: 2: peak_rss_mib, peak_gpu_mib; 3: run facts (problems' targets, labels' algorithms);
 #: 4: provenance per row (host, device_name, git_sha, git_dirty, versions);
-#: 5: resumed_from (the step from which a resumed cell continued its checkpoint)
-SCHEMA_VERSION = 5
+#: 5: resumed_from (the step from which a resumed cell continued its checkpoint);
+#: 6: host_sync (whether the timed step waits on the host for the device: ``spec.host_synchronises``)
+SCHEMA_VERSION = 6
 METADATA_KEY = b"msabench"
 STATUSES = ("ok", "diverged", "error", "skipped")
 TRAINED = ("ok", "diverged")  # statuses of cells that trained: their last row is their result
@@ -93,6 +94,10 @@ TRAJECTORY = (
     ("compile_s", pa.float64()),
     ("ms_per_step", pa.float64()),
     ("concurrency", pa.int64()),
+    #: whether the timed step waits on the host for values the device computed inside it
+    #: (``spec.host_synchronises``: SciPy's L-BFGS-B inner solver); the timing contract
+    #: otherwise synchronises only at the edges of a timed block
+    ("host_sync", pa.bool_()),
     #: 0 for a row trained in one go; k for the rows a cell trained after resuming from
     #: its checkpoint at step k (its earlier rows keep the value they were written with)
     ("resumed_from", pa.int64()),
@@ -258,13 +263,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _from_v5(df: pd.DataFrame) -> pd.DataFrame:
+    """Version 5 did not record ``host_sync``; SciPy's L-BFGS-B (``hp_inner == "lbfgs"``)
+    was then, as now, the only step that waits on the host."""
+    inner = df["hp_inner"] if "hp_inner" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    return df.assign(host_sync=(inner == "lbfgs").astype(bool))
+
+
 def _from_v4(df: pd.DataFrame) -> pd.DataFrame:
     """Version 4 had no checkpoints: every cell trained in one go."""
-    return df.assign(resumed_from=0)
+    return _from_v5(df.assign(resumed_from=0))
 
 
 #: older schema versions this msabench still reads, each with its upgrade to the current one
-UPGRADES = {4: _from_v4}
+UPGRADES = {4: _from_v4, 5: _from_v5}
 #: every schema version this msabench reads (the current one and those it upgrades)
 READABLE_VERSIONS = (*sorted(UPGRADES), SCHEMA_VERSION)
 

@@ -118,6 +118,7 @@ def plan(
     any cell is built, so a huge one is refused at once.
     """
     backends = tuple(backends) if backends else suite.backends
+    own_seeds = seeds is None  # the suite's: a backend may run fewer (``Suite.backend_seeds``)
     seeds = suite.seeds if seeds is None else seeds if isinstance(seeds, Sequence) else tuple(seeds)
     for b in backends:
         if b not in registry.BACKENDS:
@@ -141,7 +142,8 @@ def plan(
     if algorithms_filter:
         algorithms_filter = _known("algorithm", algorithms_filter, registry.ALGORITHMS)
         entries = [e for e in entries if e.algorithm in algorithms_filter]
-    n_cells = len(entries) * len(backends) * len(seeds)
+    seeds_of = {b: suite.seeds_of(b) if own_seeds else seeds for b in backends}
+    n_cells = len(entries) * sum(len(seeds_of[b]) for b in backends)
     if n_cells > MAX_CELLS:
         raise RunError(
             f"the plan has {n_cells:,} cells; at most {MAX_CELLS:,} are allowed (use fewer seeds or filters)"
@@ -160,7 +162,7 @@ def plan(
         )
         for e in (_budgeted(x, steps_scale, steps, epochs) for x in entries)
         for b in backends
-        for s in seeds
+        for s in seeds_of[b]
     ]
     if not cells:
         raise RunError(f"no cells of suite {suite.name!r} match the filters")

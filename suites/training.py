@@ -118,6 +118,7 @@ def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
         "seed": cell.seed,
         **provenance.cell_provenance(cell.device),
         "concurrency": concurrency,
+        "host_sync": spec.host_synchronises(cell.hp),
         "resumed_from": 0,
         **schema.hp_columns(cell.hp),
     }

@@ -9,6 +9,8 @@ Shapes (per backend, per seed; times are cumulative timed seconds):
 - zero init: E-MSA ends at test loss 0.01 and the gradient methods at 0.25 (hold), or
   E-MSA also at 0.25 (fail);
 - wall clock: E-MSA steps cost 100 ms and the baselines 1 ms (hold), or the reverse (fail);
+  E-MSA with the device solver (``emsa-device``) follows E-MSA's per-step curve at 1.5 ms
+  a step (hold: competitive) or the baselines' curve at 100 ms (fail);
 - basic MSA: one seed diverges and the other's loss climbs 10× (hold), or it behaves
   like E-MSA (fail);
 - binary: binary MSA 95% and BinaryConnect 95% (hold), or 90% against 95% (fail);
@@ -60,6 +62,7 @@ def _cell(problem, label, algorithm, backend, seed, **fields):
         **PROVENANCE,
         "compile_s": 0.5,
         "concurrency": 1,
+        "host_sync": label == "emsa",  # the SciPy-driven E-MSA; emsa-device runs on the device
         **fields,
     }
 
@@ -111,6 +114,18 @@ def rows_of(hold: bool) -> list[dict]:
                 )
                 for b in ("sgd", "adagrad", "adam"):
                     out += _curve(problem, b, b, backend, seed, loss=base_loss, ms=base_ms, acc=acc and acc(base_loss))
+                device_loss, device_ms = (fast, 1.5) if hold else (slow, 100.0)
+                out += _curve(
+                    problem,
+                    "emsa-device",
+                    "emsa",
+                    backend,
+                    seed,
+                    loss=device_loss,
+                    ms=device_ms,
+                    acc=acc and acc(device_loss),
+                    hp={"inner": "lbfgs-device"},
+                )
             # basic MSA on the sine net: unstable (one seed diverges, the other climbs) or tame
             if hold:
                 climb = lambda s: 0.1 * (1 + s / 10)

@@ -81,7 +81,7 @@ import numpy as np
 import pytest
 
 import implementations
-from implementations import draws, solvers, spec
+from implementations import draws, solvers, spec, torch_compile
 from suites.problems import Problem
 from tests import tiny
 
@@ -120,6 +120,16 @@ CASES = [
     Case("emsa-adam-sine", "emsa", spec.EMSA(rho=1.0, inner="adam", inner_steps=5, inner_lr=0.01), tiny.SINE),
     Case("emsa-gd-sine", "emsa", spec.EMSA(rho=1.0, inner="gd", inner_steps=3, inner_lr=0.05), tiny.SINE),
     Case("emsa-gd-cnn", "emsa", spec.EMSA(rho=0.5, inner="gd", inner_steps=3, inner_lr=0.05), tiny.CNN),
+    # the device-resident L-BFGS (spec.DeviceLBFGS): the backends' batched compact form and
+    # closed-form H̃ against the reference's two-loop recursion and autodiff, layer by layer
+    Case("emsa-lbfgs-device-sine", "emsa", spec.EMSA(rho=1.0, inner="lbfgs-device", inner_steps=5), tiny.SINE),
+    Case("emsa-lbfgs-device-cnn", "emsa", spec.EMSA(rho=0.5, inner="lbfgs-device", inner_steps=4), tiny.CNN),
+    Case(
+        "emsa-lbfgs-device-perturbed-sine",
+        "emsa",
+        spec.EMSA(rho=1.0, inner="lbfgs-device", inner_steps=5, perturb_init=PERTURB),
+        tiny.SINE,
+    ),
     # optax's L-BFGS on the sine net only: see "optax's L-BFGS" in the module docstring
     Case(
         "emsa-optax-lbfgs-sine",
@@ -195,11 +205,26 @@ CASES = [
 ]
 
 
-BACKENDS = ("torch", "jax")
+BACKENDS = ("torch", "jax", "torch-compile")
+#: the cases torch-compile runs: one or two per algorithm it compiles (its C++ build costs
+#: seconds a case; the code it compiles is the torch backend's, which every case checks
+#: eagerly); E-MSA and MSA it skips (``implementations.torch_compile``)
+COMPILED_CASES = (
+    "sgd-momentum-bn",
+    "adagrad-sine",
+    "adam-cnn",
+    "rmsprop-bn",
+    "dmsa-ternary",
+    "ste-bc-stochastic",
+    "ste-twn",
+    "ddpnopt-rmsprop-cnn",
+)
 
 
 def _supported(backend: str, case: Case) -> bool:
     """Whether ``backend`` implements the case (an inner solver some backends lack)."""
+    if backend == "torch-compile" and case.id not in COMPILED_CASES:
+        return False
     return not [r for r in implementations.why_not(case.hp, backend, case.problem) if "is not installed" not in r]
 
 
@@ -430,6 +455,8 @@ def test_cases_cover_every_algorithm():
     solver of E-MSA."""
     for backend in BACKENDS:
         registered = {alg for alg, b in implementations.REGISTRY if b == backend}
+        if backend == "torch-compile":  # registered for all, compiled where it can
+            registered -= set(torch_compile.NOT_COMPILABLE)
         assert {c.algorithm for b, c in PAIRS if b == backend} == registered, backend
     assert {c.hp.inner for c in CASES if c.algorithm == "emsa"} == set(spec.INNER_SOLVERS)
     assert {(c.hp.levels, c.hp.numerics) for c in CASES if c.algorithm == "dmsa"} == {

@@ -91,7 +91,7 @@ def _python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (lambda d: d / "missing.parquet", "results file not found"),
         (lambda d: _empty_run(d), "has no rows"),
         (lambda d: _other_version(d), "schema"),
-        (lambda d: _version_3(d), "has schema_version 3; this msabench reads versions 4, 5"),
+        (lambda d: _version_3(d), "has schema_version 3; this msabench reads versions 4, 5, 6"),
         (lambda d: _garbage(d), "not a"),
     ],
     ids=["missing", "empty", "other-schema-version", "schema-version-3", "corrupt"],

@@ -3,6 +3,7 @@ resume, executors; plus the grids and the tuner built on it."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -305,8 +306,12 @@ def test_cell_json_round_trip():
 def test_smoke_suite_covers_every_algorithm_and_backend():
     smoke = grids.UNTUNED["smoke"]
     assert {e.algorithm for e in smoke.entries} == set(implementations.ALGORITHMS)
-    # the kernel backends need a GPU; the kernels suite holds them
-    assert set(smoke.backends) == set(implementations.BACKENDS) - set(implementations.KERNEL_BACKENDS)
+    # the kernel backends need a GPU (the kernels suite holds them); torch-compile's C++
+    # build takes 20-60 s a configuration, so the default suite and its own tests hold it
+    assert set(smoke.backends) == set(implementations.BACKENDS) - set(implementations.KERNEL_BACKENDS) - {
+        "torch-compile"
+    }
+    assert "torch-compile" in grids.UNTUNED["default"].backends
     assert smoke.seeds == (0,)
     assert set(implementations.KERNEL_BACKENDS) <= set(grids.UNTUNED["kernels"].backends)
     assert all(e.steps == 3 and e.eval_every == 3 for e in smoke.entries)
@@ -318,7 +323,8 @@ def test_smoke_suite_covers_every_algorithm_and_backend():
 
 def test_default_suite_shape():
     d = grids.UNTUNED["default"]
-    assert d.backends == ("torch", "jax") and d.seeds == (0, 1, 2)
+    assert d.backends == ("torch", "jax", "torch-compile") and d.seeds == (0, 1, 2)
+    assert d.seeds_of("torch-compile") == (0,) and d.seeds_of("jax") == d.seeds  # one compiled seed
     labels = {(e.problem, e.label) for e in d.entries}
     assert ("sine-resnet", "emsa") in labels and ("mnist5k-mlp-ternary", "twn") in labels
     emsa = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "emsa"))
@@ -329,6 +335,12 @@ def test_default_suite_shape():
     adam = next(e for e in d.entries if (e.problem, e.label) == ("sine-resnet", "adam"))
     assert adam.hp.lr == 0.005 and adam.hp.reg == 1e-3
     assert all(1 <= e.eval_every <= e.steps for e in d.entries)
+    # the authors' host-driven L-BFGS-B and the device solver side by side, same budget
+    for problem in ("sine-resnet", "mnist5k-rescnn"):
+        scipy, device = (
+            next(e for e in d.entries if (e.problem, e.label) == (problem, label)) for label in ("emsa", "emsa-device")
+        )
+        assert device.hp == dataclasses.replace(scipy.hp, inner="lbfgs-device") and device.steps == scipy.steps
     # DDPNOpt beside its base optimizer, at the same budget, where E-MSA or Adam runs
     for problem in ("sine-resnet", "digits-mlp", "mnist5k-rescnn"):
         ddp, rms = (

@@ -135,7 +135,7 @@ def test_a_version_3_file_without_provenance_columns_is_refused_in_one_line(tmp_
     old = pq.read_table(path).drop_columns([name for name, _ in schema.PROVENANCE])
     pq.write_table(old, path)
     _rewrite_meta(path, {"schema_version": 3, "suite": "s", "problems": {}, "labels": {}})
-    _expect(path, "has schema_version 3; this msabench reads versions 4, 5$")
+    _expect(path, "has schema_version 3; this msabench reads versions 4, 5, 6$")
     with pytest.raises(schema.ResultsError, match="schema_version 3"):
         schema.read_run(path)
 
@@ -222,3 +222,43 @@ def test_a_version_4_file_is_read_as_cells_trained_in_one_go(tmp_path):
     df, meta = schema.read_results(path)
     assert (df["resumed_from"] == 0).all() and len(df) == len(_rows())
     assert meta["schema_version"] == schema.SCHEMA_VERSION and meta["upgraded_from"] == 4
+
+
+def test_a_version_5_file_reads_host_sync_from_the_inner_solver(tmp_path):
+    """Version 5 did not record ``host_sync``: a row of SciPy's L-BFGS-B (``hp_inner ==
+    "lbfgs"``) reads as host-synchronised, every other row (other solvers, other
+    algorithms, whose ``hp_inner`` is null) as not."""
+    emsa = {
+        "suite": "s",
+        "run_id": "r",
+        "problem": "sine-resnet",
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+        "seed": 0,
+        "host": "node-1",
+        "device_name": "test CPU",
+        "concurrency": 1,
+        "step": 0,
+        "epoch": 0.0,
+        "status": "ok",
+    }
+    rows = schema.frame(
+        [
+            {**emsa, "cell_id": "a", "algorithm": "emsa", "label": "emsa", **schema.hp_columns(spec.EMSA(1.0))},
+            {
+                **emsa,
+                "cell_id": "b",
+                "algorithm": "emsa",
+                "label": "emsa-device",
+                **schema.hp_columns(spec.EMSA(1.0, inner="lbfgs-device")),
+            },
+            {**emsa, "cell_id": "c", "algorithm": "adam", "label": "adam", **schema.hp_columns(spec.Adam(0.01))},
+        ]
+    )
+    path = schema.write_parquet(rows, tmp_path / "v5.parquet", {})
+    pq.write_table(pq.read_table(path).drop_columns(["host_sync"]), path)
+    _rewrite_meta(path, {"schema_version": 5})
+    df, meta = schema.read_results(path)
+    assert df.set_index("cell_id")["host_sync"].to_dict() == {"a": True, "b": False, "c": False}
+    assert meta["upgraded_from"] == 5

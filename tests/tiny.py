@@ -126,7 +126,13 @@ def first_batches(problem: Problem, n: int, seed: int = 0) -> list[tuple[np.ndar
 
 def make_trainer(backend: str, algorithm: str, problem: Problem, hp, dtype: str):
     """A trainer from the registry; a backend's tests skip cleanly where its package is missing."""
-    needs = {"torch": ("torch",), "jax": ("jax", "optax"), "triton": ("torch", "triton"), "cuda": ("torch",)}
+    needs = {
+        "torch": ("torch",),
+        "torch-compile": ("torch",),
+        "jax": ("jax", "optax"),
+        "triton": ("torch", "triton"),
+        "cuda": ("torch",),
+    }
     for package in needs.get(backend, ()):
         pytest.importorskip(package)
     return implementations.get(algorithm, backend)(problem, hp, dtype=dtype, device="cpu", seed=0)

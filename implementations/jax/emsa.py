@@ -39,9 +39,9 @@ import numpy as np
 import optax
 
 from implementations import draws, solvers, spec
-from implementations.jax import common, ops
+from implementations.jax import common, device_lbfgs, ops
 
-IN_GRAPH_SOLVERS = ("gd", "adam", "optax-lbfgs")
+IN_GRAPH_SOLVERS = ("gd", "adam", "optax-lbfgs", "lbfgs-device")
 
 
 def layer_objective(layer, rho: float, reg: float):
@@ -55,12 +55,31 @@ def layer_objective(layer, rho: float, reg: float):
     return h
 
 
-def maximise_in_graph(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
-    """Approximate ``argmax h`` from ``theta`` with ``steps`` iterations; traceable."""
+def stack_value_and_grad(layer, rho: float, reg: float):
+    """``(θ, x_t, x_{t+1}, p_t, p_{t+1}) -> (H̃ (L,), ∇θ)`` for L layers of kind ``layer``,
+    every argument with a leading layer axis: the closed form for residual layers
+    (``ops.emsa_dense_value_and_grad``, ``ops.emsa_conv_value_and_grad``; at ρ = 0 it is the
+    plain H_t), autodiff of ``layer_objective`` under ``vmap`` for the others."""
+    if isinstance(layer, (spec.ResDense, spec.ResConv)):
+        closed = ops.emsa_dense_value_and_grad if isinstance(layer, spec.ResDense) else ops.emsa_conv_value_and_grad
+
+        def value_and_grad(theta, *stored):
+            value, grad_w, grad_b = closed(*theta, *stored, delta=layer.delta, rho=rho, reg=reg)
+            return value, (grad_w, grad_b)
+
+        return value_and_grad
+    return jax.vmap(jax.value_and_grad(layer_objective(layer, rho, reg)))
+
+
+def maximise_in_graph(value_and_grad, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
+    """Approximate ``argmax H̃`` of L layers at once from ``theta`` (leading layer axis)
+    with ``steps`` iterations; traceable. ``gd``/``adam`` act elementwise, so a stack's
+    numbers are its layers' one by one; ``lbfgs-device`` solves the layers as one batch."""
+    grad = lambda th: value_and_grad(th)[1]
     if inner == "gd":
 
         def ascend(_, th):
-            return jax.tree.map(lambda v, g: v + lr * g, th, jax.grad(h)(th))
+            return jax.tree.map(lambda v, g: v + lr * g, th, grad(th))
 
         return jax.lax.fori_loop(0, steps, ascend, theta)
     if inner == "adam":
@@ -68,23 +87,38 @@ def maximise_in_graph(h, theta: tuple, inner: str, steps: int, lr: float) -> tup
 
         def adam_step(_, carry):
             th, st = carry
-            updates, st = opt.update(jax.tree.map(jnp.negative, jax.grad(h)(th)), st)
+            updates, st = opt.update(jax.tree.map(jnp.negative, grad(th)), st)
             return optax.apply_updates(th, updates), st
 
         return jax.lax.fori_loop(0, steps, adam_step, (theta, opt.init(theta)))[0]
-    if inner == "optax-lbfgs":
-        opt = optax.lbfgs()
-        neg = lambda th: -h(th)
-        value_and_grad = optax.value_and_grad_from_state(neg)
+    if inner == "lbfgs-device":
+        n_layers = theta[0].shape[0]
+        shapes = [v.shape[1:] for v in theta]
+        cuts = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+        unflat = lambda flat: tuple(p.reshape(n_layers, *sh) for p, sh in zip(jnp.split(flat, cuts, axis=1), shapes))
 
-        def lbfgs_step(_, carry):
-            th, st = carry
-            value, grad = value_and_grad(th, state=st)
-            updates, st = opt.update(grad, st, th, value=value, grad=grad, value_fn=neg)
-            return optax.apply_updates(th, updates), st
+        def negated(flat):
+            value, grads = value_and_grad(unflat(flat))
+            return -value, -jnp.concatenate([g.reshape(n_layers, -1) for g in grads], axis=1)
 
-        return jax.lax.fori_loop(0, steps, lbfgs_step, (theta, opt.init(theta)))[0]
+        flat = jnp.concatenate([v.reshape(n_layers, -1) for v in theta], axis=1)
+        return unflat(device_lbfgs.minimise(negated, flat, steps))
     raise ValueError(f"unknown inner solver {inner!r} (known: {', '.join(spec.INNER_SOLVERS)})")
+
+
+def maximise_optax_lbfgs(h, theta: tuple, steps: int) -> tuple:
+    """``steps`` iterations of optax's L-BFGS on -h from one layer's ``theta``; traceable."""
+    opt = optax.lbfgs()
+    neg = lambda th: -h(th)
+    value_and_grad = optax.value_and_grad_from_state(neg)
+
+    def lbfgs_step(_, carry):
+        th, st = carry
+        value, grad = value_and_grad(th, state=st)
+        updates, st = opt.update(grad, st, th, value=value, grad=grad, value_fn=neg)
+        return optax.apply_updates(th, updates), st
+
+    return jax.lax.fori_loop(0, steps, lbfgs_step, (theta, opt.init(theta)))[0]
 
 
 def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
@@ -96,6 +130,7 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
     segs = common.segments(layers)
     rho = hp.rho if rho is None else rho
     objectives = [layer_objective(seg.layer, rho, hp.reg) for seg in segs]
+    stack_vags = [stack_value_and_grad(seg.layer, rho, hp.reg) for seg in segs]
 
     def init(params):
         arrays = {"params": common.to_segments(segs, params, place), "running": common.init_running(layers, place)}
@@ -149,17 +184,25 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
         def _step(arrays, x, y, deltas):
             loss, io, running = stored(arrays, x, y)
             new = []
-            for seg, theta, h, stored_s, delta in zip(segs, arrays["params"], objectives, io, deltas):
+            for seg, theta, h, vag, stored_s, delta in zip(segs, arrays["params"], objectives, stack_vags, io, deltas):
                 if not theta:
                     new.append(theta)
                     continue
                 if delta is not None:
                     theta = tuple(v + d for v, d in zip(theta, delta))
+                if not seg.stacked:  # a layer axis of one
+                    theta, stored_s = tuple(v[None] for v in theta), tuple(v[None] for v in stored_s)
+                if hp.inner == "optax-lbfgs":
 
-                def solve(th, xi, xo, pi, po, h=h):
-                    return maximise_in_graph(lambda t: h(t, xi, xo, pi, po), th, hp.inner, hp.inner_steps, hp.inner_lr)
+                    def solve(th, xi, xo, pi, po, h=h):
+                        return maximise_optax_lbfgs(lambda t: h(t, xi, xo, pi, po), th, hp.inner_steps)
 
-                new.append(jax.vmap(solve)(theta, *stored_s) if seg.stacked else solve(theta, *stored_s))
+                    solved = jax.vmap(solve)(theta, *stored_s)
+                else:
+                    solved = maximise_in_graph(
+                        lambda th, vag=vag, st=stored_s: vag(th, *st), theta, hp.inner, hp.inner_steps, hp.inner_lr
+                    )
+                new.append(solved if seg.stacked else tuple(v[0] for v in solved))
             return {"params": new, "running": running}, {"loss": loss}
 
         compiled = jax.jit(_step, donate_argnums=0)
@@ -175,7 +218,7 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
     # inner == "lbfgs": SciPy drives each layer's solve from the host
     compiled_stored = jax.jit(stored)
     value_and_grads = [
-        _host_value_and_grad(seg, h, place) if seg.layer.param_names else None for seg, h in zip(segs, objectives)
+        _host_value_and_grad(seg, vag, place) if seg.layer.param_names else None for seg, vag in zip(segs, stack_vags)
     ]
 
     def step(state, batch):
@@ -206,9 +249,10 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None):
     return trainer(step)
 
 
-def _host_value_and_grad(seg, h, place):
+def _host_value_and_grad(seg, stack_vag, place):
     """Compiled ``(vec, i, X_in, X_out, P_in, P_out) -> (H̃, ∇H̃ as float64)`` for layer i
-    of the segment (the stored values of a stack are indexed in the graph)."""
+    of the segment (the stored values of a stack are indexed in the graph), from the
+    segment's ``stack_value_and_grad`` on a layer axis of one."""
     shapes = seg.layer.param_shapes()
     sizes = [int(np.prod(s)) for s in shapes]
 
@@ -217,9 +261,9 @@ def _host_value_and_grad(seg, h, place):
         if seg.stacked:
             xi, xo, pi, po = (a[i] for a in (xi, xo, pi, po))
         parts = jnp.split(vec.astype(place.dtype), np.cumsum(sizes)[:-1])
-        theta = tuple(p.reshape(s) for p, s in zip(parts, shapes))
-        value, grads = jax.value_and_grad(h)(theta, xi, xo, pi, po)
-        return value, jnp.concatenate([g.ravel() for g in grads]).astype(jnp.float64)
+        theta = tuple(p.reshape(1, *s) for p, s in zip(parts, shapes))
+        value, grads = stack_vag(theta, *(a[None] for a in (xi, xo, pi, po)))
+        return value[0], jnp.concatenate([g.ravel() for g in grads]).astype(jnp.float64)
 
     return vag
 

@@ -13,15 +13,25 @@ otherwise promote a float32 result to float64.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from implementations.reference.pmp import apply, augmented_hamiltonian, batch_stats, hamiltonian, terminal_loss
+from implementations.reference.pmp import (
+    apply,
+    augmented_hamiltonian,
+    batch_stats,
+    conv_same,
+    hamiltonian,
+    terminal_loss,
+)
 
 __all__ = [
     "apply",
     "augmented_hamiltonian",
     "batch_stats",
     "dmsa_update",
+    "emsa_conv_value_and_grad",
+    "emsa_dense_value_and_grad",
     "hamiltonian",
     "quantize_init",
     "sgn",
@@ -77,3 +87,52 @@ def ste_quantize(w, kind: str, u=None):
         a = jnp.sum(jnp.where(big, jnp.abs(w), 0)) / jnp.maximum(jnp.sum(big), 1).astype(w.dtype)
         return a * jnp.where(w > delta, 1, jnp.where(w < -delta, -1, 0)).astype(w.dtype)
     raise ValueError(f"unknown STE kind {kind!r} (known: bc, twn)")
+
+
+def emsa_dense_value_and_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """E-MSA's augmented Hamiltonian H̃ and its (W, b)-gradient for every layer of a stack
+    of ``x + δ tanh(x W + b)``, in closed form: ``implementations.torch.ops``' function of
+    the same name states the formulas. Shapes: ``w`` (L, d, d), ``b`` (L, d), the stored
+    values (L, S, d); returns ``(H̃ (L,), ∇_W, ∇_b)``."""
+    a = jnp.tanh(jnp.einsum("lsi,lio->lso", x, w) + b[:, None, :])
+    s = 1 - a * a
+    r1 = x_next - (x + delta * a)
+    g = p_next * s
+    r2 = p - p_next - delta * jnp.einsum("lso,lio->lsi", g, w)
+    u = (rho * delta) * r2
+    v = jnp.einsum("lsi,lio->lso", u, w)
+    dz = delta * (p_next + rho * r1) * s - 2 * v * p_next * a * s
+    grad_w = jnp.einsum("lsi,lso->lio", x, dz) + jnp.einsum("lsi,lso->lio", u, g) - reg * w
+    grad_b = jnp.sum(dz, axis=1) - reg * b
+    return _augmented_value(p_next, x + delta * a, r1, r2, (w, b), rho, reg), grad_w, grad_b
+
+
+def emsa_conv_value_and_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """``emsa_dense_value_and_grad`` for a stack of ``x + δ tanh(conv(x, W) + b)``: x W is
+    conv(x, W), g Wᵀ its transpose and xᵀ dz the conv's weight gradient (both transposes
+    of the linear map, by ``jax.linear_transpose``; nothing differentiates H̃). Shapes:
+    ``w`` (L, C, C, k, k), ``b`` (L, C), the stored values (L, S, C, H, W)."""
+
+    def one(w, b, x, x_next, p, p_next):
+        conv = lambda v: conv_same(v, w)
+        a = jnp.tanh(conv(x) + b[None, :, None, None])
+        s = 1 - a * a
+        r1 = x_next - (x + delta * a)
+        g = p_next * s
+        conv_t = jax.linear_transpose(conv, x)
+        r2 = p - p_next - delta * conv_t(g)[0]
+        u = (rho * delta) * r2
+        dz = delta * (p_next + rho * r1) * s - 2 * conv(u) * p_next * a * s
+        weight_grad = jax.linear_transpose(lambda w_: conv_same(jnp.concatenate([x, u]), w_), w)
+        grad_w = weight_grad(jnp.concatenate([dz, g]))[0] - reg * w
+        grad_b = jnp.sum(dz, axis=(0, 2, 3)) - reg * b
+        value = _augmented_value(*(v[None] for v in (p_next, x + delta * a, r1, r2)), (w[None], b[None]), rho, reg)
+        return value[0], grad_w, grad_b
+
+    return jax.vmap(one)(w, b, x, x_next, p, p_next)
+
+
+def _augmented_value(q, f, r1, r2, theta, rho: float, reg: float):
+    """Per layer (leading axis): Σ q·f - reg/2 ‖θ‖² - ρ/2 ‖r₁‖² - ρ/2 ‖r₂‖²."""
+    per_layer = lambda v: jnp.sum(v.reshape(v.shape[0], -1), axis=1)
+    return per_layer(q * f - (0.5 * rho) * (r1 * r1 + r2 * r2)) - (0.5 * reg) * sum(per_layer(t * t) for t in theta)

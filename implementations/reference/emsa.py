@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from implementations import draws, solvers, spec
-from implementations.reference import common, optim, pmp
+from implementations.reference import common, device_lbfgs, optim, pmp
 
 
 def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
@@ -42,6 +42,21 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
             neg_grad = [-g for g in jax.grad(h)(tuple(params))]
             params, m, v = optim.adam(params, neg_grad, m, v, k, lr=lr)
         return tuple(params)
+    if inner == "lbfgs-device":
+        shapes, sizes = [a.shape for a in theta], [a.size for a in theta]
+
+        def unflat(vec):
+            return tuple(
+                jnp.asarray(p.reshape(s)) for p, s in zip(np.split(np.asarray(vec), np.cumsum(sizes)[:-1]), shapes)
+            )
+
+        value_and_grad = jax.value_and_grad(h)
+
+        def negated(vec):
+            value, grads = value_and_grad(unflat(vec))
+            return -float(value), -np.concatenate([np.asarray(g).ravel() for g in grads])
+
+        return unflat(device_lbfgs.minimise(negated, np.concatenate([np.asarray(a).ravel() for a in theta]), steps))
     if inner == "lbfgs":
         shapes = [a.shape for a in theta]
         sizes = [a.size for a in theta]

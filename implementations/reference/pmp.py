@@ -35,7 +35,8 @@ jax.config.update("jax_enable_x64", True)
 # ---------------------------------------------------------------------------------------
 
 
-def _conv(x, w):
+def conv_same(x, w):
+    """``conv(x, W)``: stride 1, 'same' padding, NCHW / OIHW, no bias."""
     return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
 
 
@@ -55,12 +56,12 @@ def apply(layer: spec.Layer, theta: tuple, x, stats=None):
         z = x @ theta[0]
         return z + theta[1] if layer.bias else z
     if isinstance(layer, spec.Conv):
-        z = _conv(x, theta[0])
+        z = conv_same(x, theta[0])
         return z + theta[1][None, :, None, None] if layer.bias else z
     if isinstance(layer, spec.ResDense):
         return x + layer.delta * jnp.tanh(x @ theta[0] + theta[1])
     if isinstance(layer, spec.ResConv):
-        return x + layer.delta * jnp.tanh(_conv(x, theta[0]) + theta[1][None, :, None, None])
+        return x + layer.delta * jnp.tanh(conv_same(x, theta[0]) + theta[1][None, :, None, None])
     if isinstance(layer, spec.BatchNorm):
         mean, var = batch_stats(x) if stats is None else stats
         v = lambda a: _feature_view(a, x.ndim)

@@ -7,24 +7,30 @@ layer with parameters maximises, from the stored values (Jacobi),
     H̃_t(θ) = Σ p_{t+1}·f_t(x_t, θ) - reg·½‖θ‖² - ρ/2 ‖x_{t+1} - f_t(x_t, θ)‖²
               - ρ/2 ‖p_t - ∇_x H_t(x_t, p_{t+1}, θ)‖²
 
-where ∇_x H_t is built with ``create_graph=True`` so that its θ-gradient (second order)
-flows into the inner solver. Inner solvers: ``lbfgs`` (SciPy L-BFGS-B on host float64, as
-the official code), ``gd`` (ascent steps), ``adam`` (``torch.optim.Adam(maximize=True)``:
-its moments start at zero for every layer at every MSA step and carry across that step's
-``inner_steps`` iterations). With ρ = 0 this is basic MSA and the second-order term is
-skipped (it is multiplied by zero). With ``perturb_init`` > 0 every solve (fused stacks
-included) starts from θ_t + δ_{k,t}, ``draws.inner_start_perturbation``'s draw for step k
-and layer t rounded to the parameters' dtype (``spec.EMSA``); the state counts the steps.
+Residual layers (``ResDense``, ``ResConv``) use the closed form of H̃ and its gradient
+(``ops.emsa_dense_value_and_grad``, ``ops.emsa_conv_value_and_grad``), every run of equal
+ones solved as one stack; any other layer builds ∇_x H_t with ``create_graph=True`` so that
+its θ-gradient (second order) flows into the inner solver. Inner solvers:
 
-Timing note: ``lbfgs`` is host-side by nature (SciPy drives it, as in the official code),
-so each of its function evaluations waits for the device; ``gd`` and ``adam`` never leave
-it. Layers are solved one after another.
+- ``lbfgs``: SciPy L-BFGS-B on host float64, as the official code, layer after layer;
+- ``lbfgs-device``: ``spec.DeviceLBFGS`` (``device_lbfgs.py``), a stack's layers as one
+  batched problem, no host synchronisation;
+- ``gd`` (ascent steps) and ``adam`` (``torch.optim.Adam(maximize=True)``: moments from
+  zero for every layer at every MSA step, carried across that step's ``inner_steps``
+  iterations), elementwise on a stack's stacked (W, b), the same numbers as per layer.
 
-Kernel backends (triton, cuda) pass ``kernels``, a module with ``emsa_dense_grad``: then
-every run of two or more equal ``ResDense`` layers is solved as one stack, each inner
-iteration one call of the closed-form gradient for all its layers (one launch), with the
-same ``gd`` / ``adam`` updates applied to the stacked (W, b) (elementwise, so the same
-numbers as layer by layer). Other layers keep the autograd path.
+With ρ = 0 this is basic MSA and the second-order term vanishes. With ``perturb_init`` > 0
+every solve (stacks included) starts from θ_t + δ_{k,t}, ``draws.inner_start_perturbation``'s
+draw for step k and layer t rounded to the parameters' dtype (``spec.EMSA``); the state
+counts the steps.
+
+Timing note: ``lbfgs`` is host-side by nature (SciPy drives it), so each of its function
+evaluations waits for the device; ``lbfgs-device``, ``gd`` and ``adam`` never leave it
+(``spec.host_synchronises``).
+
+Kernel backends (triton, cuda) pass ``kernels``, a module with ``emsa_dense_grad``: a
+dense stack's ``gd``/``adam`` iterations then call the kernel (one launch for the stack)
+instead of ``ops``' plain-torch closed form.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 import torch
 
 from implementations import draws, solvers, spec
-from implementations.torch import common, ops
+from implementations.torch import common, device_lbfgs, ops
 
 
 def augmented_hamiltonian(layer, theta, x, x_next, p, p_next, rho: float, reg: float):
@@ -64,6 +70,17 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
                 v.grad = g
             opt.step()
         return tuple(v.detach() for v in theta)
+    if inner == "lbfgs-device":
+        shapes, sizes = [v.shape for v in theta], [v.numel() for v in theta]
+
+        def negated(flat):  # (1, n) -> (-H̃ (1,), -∇H̃ (1, n)), on the device
+            th = tuple(p.reshape(sh).requires_grad_(True) for p, sh in zip(flat[0].split(sizes), shapes))
+            value = h(th)
+            grads = torch.autograd.grad(value, th)
+            return -value.detach()[None], -torch.cat([g.reshape(-1) for g in grads])[None]
+
+        flat = device_lbfgs.minimise(negated, torch.cat([v.detach().reshape(-1) for v in theta])[None], steps)[0]
+        return tuple(p.reshape(sh) for p, sh in zip(flat.split(sizes), shapes))
     if inner == "lbfgs":
         like = theta[0]
         sizes = [v.numel() for v in theta]
@@ -80,35 +97,49 @@ def maximise(h, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
 
         start = torch.cat([v.detach().reshape(-1) for v in theta]).double().cpu().numpy()
         return tuple(v.detach() for v in unflatten(solvers.lbfgs_maximise(value_and_grad, start, steps)))
-    raise ValueError(f"inner solver {inner!r} is not implemented in torch (it has: lbfgs, adam, gd)")
+    raise ValueError(f"inner solver {inner!r} is not implemented in torch (it has: lbfgs, lbfgs-device, adam, gd)")
+
+
+def residual_runs(layers, kinds=(spec.ResDense, spec.ResConv)) -> list[tuple[int, int]]:
+    """``(first, count)`` of every run of equal consecutive residual layers of ``kinds``
+    (a lone layer is a run of one): the layers whose H̃ has a closed form."""
+    runs: list[list[int]] = []
+    for t, layer in enumerate(layers):
+        if not isinstance(layer, kinds):
+            continue
+        if runs and layers[runs[-1][0]] == layer and runs[-1][0] + runs[-1][1] == t:
+            runs[-1][1] += 1
+        else:
+            runs.append([t, 1])
+    return [(first, count) for first, count in runs]
 
 
 def dense_stacks(layers) -> list[tuple[int, int]]:
     """``(first, count)`` of every run of two or more equal consecutive ``ResDense`` layers."""
-    runs: list[list[int]] = []
-    for t, layer in enumerate(layers):
-        if (
-            isinstance(layer, spec.ResDense)
-            and runs
-            and layers[runs[-1][0]] == layer
-            and runs[-1][0] + runs[-1][1] == t
-        ):
-            runs[-1][1] += 1
-        elif isinstance(layer, spec.ResDense):
-            runs.append([t, 1])
-    return [(first, count) for first, count in runs if count > 1]
+    return [(first, count) for first, count in residual_runs(layers, (spec.ResDense,)) if count > 1]
+
+
+def closed_form(layer):
+    """``ops``' closed-form ``(H̃, ∇_W, ∇_b)`` of a stack of ``layer``."""
+    return ops.emsa_dense_value_and_grad if isinstance(layer, spec.ResDense) else ops.emsa_conv_value_and_grad
 
 
 def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: float, hp) -> list[tuple]:
-    """The inner maximisation of a dense residual stack with the fused gradient, from the
-    layers' (perturbed) starts ``thetas``."""
+    """The inner maximisation of a run of equal residual layers with the closed-form
+    H̃ (``ops``; the kernel's ``emsa_dense_grad`` for ``gd``/``adam`` on a dense stack when
+    ``kernels`` is given), from the layers' (perturbed) starts ``thetas``: ``gd`` and
+    ``adam`` update the stacked (W, b) elementwise (the same numbers as layer by layer),
+    ``lbfgs-device`` solves the layers as one batch, ``lbfgs`` (SciPy) one after another."""
     span = slice(first, first + count)
     w = torch.stack([th[0].detach() for th in thetas]).clone()
     b = torch.stack([th[1].detach() for th in thetas]).clone()
     stored = [torch.stack(v[span]) for v in (xs, xs[1:], ps, ps[1:])]
+    evaluate = closed_form(layer)
+    fused = kernels.emsa_dense_grad if kernels is not None and isinstance(layer, spec.ResDense) else None
+    kw = {"delta": layer.delta, "rho": rho, "reg": hp.reg}
 
     def grads():
-        return kernels.emsa_dense_grad(w, b, *stored, delta=layer.delta, rho=rho, reg=hp.reg)
+        return fused(w, b, *stored, **kw) if fused is not None else evaluate(w, b, *stored, **kw)[1:]
 
     if hp.inner == "gd":
         for _ in range(hp.inner_steps):
@@ -119,8 +150,27 @@ def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: 
         for _ in range(hp.inner_steps):
             w.grad, b.grad = grads()
             opt.step()
+    elif hp.inner == "lbfgs-device":
+        n_w = w[0].numel()
+
+        def negated(flat, stored=stored):  # (L', n) -> (-H̃, -∇H̃) of the layers given
+            value, gw, gb = evaluate(flat[:, :n_w].reshape(-1, *w.shape[1:]), flat[:, n_w:], *stored, **kw)
+            return -value, -torch.cat([gw.flatten(1), gb], dim=1)
+
+        flat = device_lbfgs.minimise(negated, torch.cat([w.flatten(1), b], dim=1), hp.inner_steps)
+        w, b = flat[:, :n_w].reshape(w.shape), flat[:, n_w:]
+    elif hp.inner == "lbfgs":
+        solved = []
+        for i in range(count):
+            one = [v[i : i + 1] for v in stored]
+
+            def h(theta, one=one):
+                return evaluate(theta[0][None], theta[1][None], *one, **kw)[0][0]
+
+            solved.append(maximise(h, (w[i], b[i]), "lbfgs", hp.inner_steps, hp.inner_lr))
+        return solved
     else:
-        raise ValueError(f"the fused E-MSA path runs the gd and adam inner solvers, not {hp.inner!r}")
+        raise ValueError(f"the closed-form E-MSA path runs gd, adam, lbfgs and lbfgs-device, not {hp.inner!r}")
     return [(w[i].detach(), b[i].detach()) for i in range(count)]
 
 
@@ -130,10 +180,13 @@ def make(problem, hp, *, dtype="float32", device="cpu", seed=0, rho=None, kernel
     place = common.Placement(dtype, device)
     layers = problem.layers
     rho = hp.rho if rho is None else rho
-    stacks = dense_stacks(layers) if kernels is not None else []
-    if kernels is not None and (not stacks or hp.inner not in ("gd", "adam")):
+    if kernels is not None and (not dense_stacks(layers) or hp.inner not in ("gd", "adam")):
         raise ValueError("the fused E-MSA path needs a stack of dense residual layers and the gd or adam inner solver")
-    stacked = {t: (first, count) for first, count in stacks for t in range(first, first + count)}
+    if hp.inner not in spec.INNER_SOLVERS or hp.inner == "optax-lbfgs":
+        raise ValueError(
+            f"inner solver {hp.inner!r} is not implemented in torch (it has: lbfgs, lbfgs-device, adam, gd)"
+        )
+    stacked = {t: (first, count) for first, count in residual_runs(layers) for t in range(first, first + count)}
 
     def init(params):
         theta = [tuple(place.tensor(v) for v in th) for th in common.per_layer(layers, params)]

@@ -5,7 +5,9 @@
 - ``dmsa_update(m_bar, m, w, *, alpha, one_minus_alpha, rho, levels, lam) -> (m_bar_new, w_new, flips)``:
   binary/ternary MSA's per-layer update (implementations/README.md §3.4), nothing else;
 - ``emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta, rho, reg) -> (grad_w, grad_b)``:
-  E-MSA's ascent direction for a stack of dense residual tanh layers, in closed form;
+  E-MSA's ascent direction for a stack of dense residual tanh layers, in closed form (the
+  kernel signature; ``emsa_dense_value_and_grad`` and ``emsa_conv_value_and_grad`` add the
+  value, and the conv stacks, for the torch backend's own inner solvers);
 - quantizers: ``sgn`` (sgn(0) = +1), ``quantize_init``, ``ste_quantize``.
 """
 
@@ -134,7 +136,14 @@ def ste_quantize(w: torch.Tensor, kind: str, u: torch.Tensor | None = None) -> t
 
 def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
     """∇ of the augmented Hamiltonian with respect to (W, b), for every layer of a stack of
-    ``f(x) = x + δ tanh(x W + b)`` at once, in closed form (no autograd).
+    ``f(x) = x + δ tanh(x W + b)`` at once, in closed form (no autograd): the gradient
+    half of ``emsa_dense_value_and_grad``, the signature the kernel backends implement."""
+    return _dense_value_and_grad(w, b, x, x_next, p, p_next, delta, rho, reg, with_value=False)[1:]
+
+
+def emsa_dense_value_and_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """The augmented Hamiltonian H̃ of every layer of a stack of ``f(x) = x + δ tanh(x W + b)``
+    and its gradient with respect to (W, b), in closed form (no autograd).
 
     Shapes: ``w`` (L, d, d), ``b`` (L, d), the stored ``x = x_t``, ``x_next = x_{t+1}``,
     ``p = p_t``, ``p_next = p_{t+1}`` (L, S, d). With z = xW + b, a = tanh z, s = 1 - a²,
@@ -147,8 +156,13 @@ def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg
         ∇_W H̃ = xᵀ ∂H̃/∂z + Uᵀ g - reg W,      ∇_b H̃ = Σ_s ∂H̃/∂z - reg b.
 
     The second-order term (the ∇ₓH penalty) enters through U: directly (Uᵀ g, W inside
-    ∇ₓH) and through s(z) (the V term). This is the plain-torch reference of the fused
-    kernels; ``tests/test_closed_form.py`` checks it against autograd."""
+    ∇ₓH) and through s(z) (the V term). Returns ``(H̃ (L,), ∇_W (L, d, d), ∇_b (L, d))``.
+    This is the plain-torch reference of the fused kernels; ``tests/test_closed_form.py``
+    checks it against autograd."""
+    return _dense_value_and_grad(w, b, x, x_next, p, p_next, delta, rho, reg, with_value=True)
+
+
+def _dense_value_and_grad(w, b, x, x_next, p, p_next, delta, rho, reg, *, with_value: bool):
     z = torch.baddbmm(b[:, None, :], x, w)
     a = torch.tanh(z)
     s = 1 - a * a
@@ -158,6 +172,49 @@ def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg
     u = (rho * delta) * r2
     v = torch.bmm(u, w)
     dz = delta * (p_next + rho * r1) * s - 2 * v * p_next * a * s
-    grad_w = torch.bmm(x.transpose(1, 2), dz) + torch.bmm(u.transpose(1, 2), g) - reg * w
+    grad_w = torch.baddbmm(w, torch.cat([x, u], dim=1).transpose(1, 2), torch.cat([dz, g], dim=1), beta=-reg)
     grad_b = dz.sum(dim=1) - reg * b
-    return grad_w, grad_b
+    value = _augmented_value(p_next, x + delta * a, r1, r2, (w, b), rho, reg) if with_value else None
+    return value, grad_w, grad_b
+
+
+def emsa_conv_value_and_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg: float):
+    """``emsa_dense_value_and_grad`` for a stack of residual conv layers
+    ``f(x) = x + δ tanh(conv(x, W) + b)`` ('same' padding): the same formulas with x W
+    replaced by conv(x, W), g Wᵀ by its transpose convT(g, W) and xᵀ ∂H̃/∂z, Uᵀ g by the
+    weight gradients of conv (Σ over samples and positions):
+
+        ∇ₓH = q + δ convT(g, W),   V = conv(U, W),
+        ∇_W H̃ = ∂_W⟨conv(x, W), ∂H̃/∂z⟩ + ∂_W⟨conv(U, W), g⟩ - reg W.
+
+    Shapes: ``w`` (L, C, C, k, k), ``b`` (L, C), the stored values (L, S, C, H, W). The
+    layers run as the groups of one grouped convolution."""
+    n_layers, channels, k = w.shape[0], w.shape[1], w.shape[-1]
+    pad = k // 2
+    merged = lambda v: v.transpose(0, 1).reshape(v.shape[1], n_layers * channels, *v.shape[3:])
+    split = lambda v: v.reshape(v.shape[0], n_layers, channels, *v.shape[2:]).transpose(0, 1)
+    weight = w.reshape(n_layers * channels, channels, k, k)
+    xm = merged(x)
+    z = F.conv2d(xm, weight, b.reshape(-1), padding=pad, groups=n_layers)
+    a = torch.tanh(z)
+    s = 1 - a * a
+    qm = merged(p_next)
+    r1 = merged(x_next) - (xm + delta * a)
+    g = qm * s
+    r2 = merged(p) - qm - delta * F.conv_transpose2d(g, weight, padding=pad, groups=n_layers)
+    u = (rho * delta) * r2
+    v = F.conv2d(u, weight, padding=pad, groups=n_layers)
+    dz = delta * (qm + rho * r1) * s - 2 * v * qm * a * s
+    grad = torch.nn.grad.conv2d_weight(
+        torch.cat([xm, u]), weight.shape, torch.cat([dz, g]), padding=pad, groups=n_layers
+    )
+    grad_w = grad.reshape(w.shape) - reg * w
+    grad_b = dz.sum(dim=(0, 2, 3)).reshape(b.shape) - reg * b
+    value = _augmented_value(split(qm), split(xm + delta * a), split(r1), split(r2), (w, b), rho, reg)
+    return value, grad_w, grad_b
+
+
+def _augmented_value(q, f, r1, r2, theta, rho: float, reg: float):
+    """Per layer (leading axis): Σ q·f - reg/2 ‖θ‖² - ρ/2 ‖r₁‖² - ρ/2 ‖r₂‖²."""
+    per_layer = lambda v: v.reshape(v.shape[0], -1).sum(dim=1)
+    return per_layer(q * f - (0.5 * rho) * (r1 * r1 + r2 * r2)) - (0.5 * reg) * sum(per_layer(t * t) for t in theta)

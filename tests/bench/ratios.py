@@ -1,10 +1,13 @@
-"""The torch/jax step-time table from a pytest-benchmark JSON (``test_backends.py``).
+"""Step-time tables from a pytest-benchmark JSON.
 
     python tests/bench/ratios.py results/bench/backends.json [--markdown OUT.md]
     python tests/bench/ratios.py results/bench/ddpnopt.json --ddpnopt [--markdown OUT.md]
 
-One row per (problem, label): median ms/step for torch and jax and ``torch / jax`` (above
-1: jax is faster), plus the machine pytest-benchmark recorded.
+``test_backends.py``'s JSON gives two tables: one row per (problem, label) with the median
+ms/step of torch eager, jax and torch-compile, ``torch / jax`` and ``torch / compiled``
+(above 1: the other is faster); then the goals, each a ratio of two labels' medians on the
+same problem and backend (``GOALS``). The DDPNOpt JSON gives DDPNOpt against RMSprop and
+E-MSA. The machine pytest-benchmark recorded heads the first table.
 """
 
 from __future__ import annotations
@@ -14,25 +17,47 @@ import json
 import sys
 from pathlib import Path
 
+BACKENDS = ("torch", "jax", "torch-compile")
+#: (problem, label, base label, goal per backend): ratios the suite tracks (issue 18)
+GOALS = (
+    ("sine-resnet", "emsa-device", "adam", {"torch": 4.0, "jax": 8.0}),
+    ("mnist5k-rescnn", "emsa-device", "adam", {"torch": 10.0, "jax": 10.0}),
+    ("sine-resnet", "emsa", "adam", {}),
+    ("mnist5k-rescnn", "emsa", "adam", {}),
+    ("mnist5k-mlp-binary", "dmsa-binary", "bc", {"torch": 1.1, "jax": 1.1}),
+    ("mnist5k-mlp-ternary", "dmsa-ternary", "twn", {"torch": 1.1, "jax": 1.1}),
+)
+
+
+def _fmt(v: float | None) -> str:
+    return f"{v:.3g}" if v else "skipped"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
 
 def table(data: dict) -> str:
-    rows: dict[tuple[str, str], dict[str, float]] = {}
-    for b in data["benchmarks"]:
-        info = b["extra_info"]
-        rows.setdefault((info["problem"], info["label"]), {})[info["backend"]] = b["stats"]["median"] * 1e3
+    ms = _medians(data)
+    labels = list(dict.fromkeys((problem, label) for problem, label, _ in ms))
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
     lines = [
         f"machine: {cpu}, python {machine.get('python_version', '?')}; median over timed steps, float32",
         "",
-        "| problem | label | torch ms/step | jax ms/step | torch / jax |",
-        "|---|---|---|---|---|",
+        "| problem | label | torch ms/step | jax ms/step | torch-compile ms/step | torch / jax | torch / compiled |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (problem, label), times in rows.items():
-        t, j = times.get("torch"), times.get("jax")
-        ratio = f"{t / j:.2f}" if t and j else "–"
-        fmt = lambda v: f"{v:.3g}" if v else "skipped"
-        lines.append(f"| {problem} | {label} | {fmt(t)} | {fmt(j)} | {ratio} |")
+    for problem, label in labels:
+        t, j, c = (ms.get((problem, label, b)) for b in BACKENDS)
+        lines.append(f"| {problem} | {label} | {_fmt(t)} | {_fmt(j)} | {_fmt(c)} | {_ratio(t, j)} | {_ratio(t, c)} |")
+    lines += ["", "| problem | ratio | backend | ratio measured | goal |", "|---|---|---|---|---|"]
+    for problem, label, base, goal in GOALS:
+        for backend in BACKENDS:
+            mine, theirs = ms.get((problem, label, backend)), ms.get((problem, base, backend))
+            if mine and theirs:
+                wanted = f"≤ {goal[backend]:g}" if backend in goal else "–"
+                lines.append(f"| {problem} | {label} / {base} | {backend} | {mine / theirs:.2f} | {wanted} |")
     return "\n".join(lines) + "\n"
 
 
