@@ -229,7 +229,7 @@ def test_bad_settings_are_one_line_errors() -> None:
 
 
 def test_every_full_precision_backend_registers_it() -> None:
-    """DDPNOpt runs in the reference, torch and jax backends (none of the kernel backends,
-    whose ops serve only binary/ternary MSA and E-MSA)."""
-    assert {b for a, b in implementations.REGISTRY if a == "ddpnopt"} == set(BACKENDS)
+    """DDPNOpt runs in the reference, torch and jax backends, and compiled in torch-compile
+    (none of the kernel backends, whose ops serve only binary/ternary MSA and E-MSA)."""
+    assert {b for a, b in implementations.REGISTRY if a == "ddpnopt"} == {*BACKENDS, "torch-compile"}
     assert "ddpnopt" not in implementations.PARTIAL_ALGORITHMS
