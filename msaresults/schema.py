@@ -55,7 +55,8 @@ from implementations import spec
 #: 2: peak_rss_mib, peak_gpu_mib; 3: run facts (problems' targets, labels' algorithms);
 #: 4: provenance per row (host, device_name, git_sha, git_dirty, versions);
 #: 5: resumed_from (the step from which a resumed cell continued its checkpoint);
-#: 6: host_sync (whether the timed step waits on the host for the device: ``spec.host_synchronises``)
+#: 6: host_sync (whether the timed step waits on the host for the device: ``spec.host_synchronises``),
+#: deterministic (whether the cell ran reproducibly: on the CPU, or under ``--deterministic``)
 SCHEMA_VERSION = 6
 METADATA_KEY = b"msabench"
 STATUSES = ("ok", "diverged", "error", "skipped")
@@ -98,6 +99,9 @@ TRAJECTORY = (
     #: (``spec.host_synchronises``: SciPy's L-BFGS-B inner solver); the timing contract
     #: otherwise synchronises only at the edges of a timed block
     ("host_sync", pa.bool_()),
+    #: whether the cell ran run-to-run reproducibly: on the CPU, or on a GPU under
+    #: ``--deterministic`` (``suites.determinism``)
+    ("deterministic", pa.bool_()),
     #: 0 for a row trained in one go; k for the rows a cell trained after resuming from
     #: its checkpoint at step k (its earlier rows keep the value they were written with)
     ("resumed_from", pa.int64()),
@@ -264,10 +268,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _from_v5(df: pd.DataFrame) -> pd.DataFrame:
-    """Version 5 did not record ``host_sync``; SciPy's L-BFGS-B (``hp_inner == "lbfgs"``)
-    was then, as now, the only step that waits on the host."""
+    """Version 5 recorded neither ``host_sync`` nor ``deterministic``: SciPy's L-BFGS-B
+    (``hp_inner == "lbfgs"``) was then, as now, the only step that waits on the host, and
+    no GPU run could ask for determinism (CPU cells are reproducible)."""
     inner = df["hp_inner"] if "hp_inner" in df.columns else pd.Series(None, index=df.index, dtype=object)
-    return df.assign(host_sync=(inner == "lbfgs").astype(bool))
+    return df.assign(host_sync=(inner == "lbfgs").astype(bool), deterministic=(df["device"] == "cpu").astype(bool))
 
 
 def _from_v4(df: pd.DataFrame) -> pd.DataFrame:

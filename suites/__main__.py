@@ -65,7 +65,18 @@ def _jobs(text: str) -> int:
 
 
 #: options that define a run's cells; a resumed run keeps the ones in its run.json.
-_CELL_OPTIONS = ("backend", "device", "dtype", "seeds", "steps_scale", "steps", "epochs", "problem", "algorithm")
+_CELL_OPTIONS = (
+    "backend",
+    "device",
+    "dtype",
+    "seeds",
+    "steps_scale",
+    "steps",
+    "epochs",
+    "problem",
+    "algorithm",
+    "deterministic",
+)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,6 +85,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when torch sees a GPU")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default float32 (reference always float64)")
     p.add_argument("--out", default="results", help="output root (default: results)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="GPU cells with fixed-order arithmetic (torch's deterministic algorithms, XLA's deterministic ops)",
+    )
     p.add_argument(
         "--resume", metavar="RUN_ID", help="finish an interrupted run: cells without a part file, or with a skipped one"
     )
@@ -191,6 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 epochs=args.epochs,
                 problems_filter=args.problem,
                 algorithms_filter=args.algorithm,
+                deterministic=bool(args.deterministic),
                 command=shlex.join([PROG, *args.argv]),
                 **common,
             )

@@ -46,6 +46,8 @@ class Cell:
     eval_every: int
     dtype: str
     device: str
+    #: run under ``suites.determinism``'s settings (``--deterministic``)
+    deterministic: bool = False
 
     @property
     def algorithm(self) -> str:
@@ -104,6 +106,7 @@ def plan(
     device: str = "cpu",
     problems_filter: Iterable[str] | None = None,
     algorithms_filter: Iterable[str] | None = None,
+    deterministic: bool = False,
 ) -> list[Cell]:
     """The suite's cells (entries × backends × seeds), after checking every name.
 
@@ -159,6 +162,7 @@ def plan(
             eval_every=e.eval_every,
             dtype="float64" if b == "reference" else dtype,
             device=device,
+            deterministic=deterministic,
         )
         for e in (_budgeted(x, steps_scale, steps, epochs) for x in entries)
         for b in backends

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from suites import PROG, dask_cluster, datasets, executors, grids, planning, stopping, store
+from suites import PROG, dask_cluster, datasets, determinism, executors, grids, planning, stopping, store
 from suites.errors import CellsLost, RunError, RunInterrupted, StoreError
 from suites.executors import Executor
 from suites.planning import Cell
@@ -67,6 +67,7 @@ def start(
     command: str | None = None,
     show_progress: bool = True,
     log: TextIO | None = None,
+    deterministic: bool = False,
 ) -> Path:
     """Check everything, then run the suite as a new run under ``out``; return its run file.
 
@@ -79,7 +80,9 @@ def start(
     are left as they are). ``fresh_process`` runs every cell in a new worker process
     (``executors.LocalPool``). Cells checkpoint at their evaluation points and, with
     ``checkpoint_every``, every that many steps (0: never; ``suites.checkpoints``).
-    ``command`` is recorded in the options, as the CLI's command line.
+    ``command`` is recorded in the options, as the CLI's command line. ``deterministic``
+    runs every cell under ``suites.determinism``'s settings (set here, before any worker
+    starts, so that the workers inherit them).
 
     ``executor`` is an ``Executor`` of the caller's, or ``"local"`` (None: the serial
     executor or a process pool of ``jobs``), or ``"dask"``: a ``LocalCluster`` of ``jobs``
@@ -109,7 +112,10 @@ def start(
         device=device,
         problems_filter=problems_filter,
         algorithms_filter=algorithms_filter,
+        deterministic=deterministic,
     )
+    if deterministic:
+        determinism.request()
     _check_data(cells, log)
     jobs = jobs or executors.auto_jobs(device, len(cells))
     with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs, cell_threads):
@@ -134,6 +140,7 @@ def start(
             "command": command,
             "executor": "dask" if isinstance(opened, dask_cluster.DaskExecutor) else "local",
             "scheduler": scheduler,
+            "deterministic": deterministic,
         }
         return run_suite(
             suite,
@@ -209,6 +216,8 @@ def resume(
         doc = store.read_plan(run)  # as it is under the lock
         datasets.use_data_dir(data_dir or doc["options"].get("data_dir"))
         _check_data(cells, log)
+        if any(c.deterministic for c in cells):
+            determinism.request()  # before the workers start, as a new run does
         device = cells[0].device if cells else "cpu"
         jobs = jobs or executors.auto_jobs(device, len(cells))
         with _executor_for(executor, scheduler, jobs, threads, cells, log) as (opened, jobs, cell_threads):

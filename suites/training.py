@@ -35,7 +35,7 @@ import pandas as pd
 
 import implementations as registry
 from implementations import spec
-from suites import checkpoints, datasets, memory, problems, provenance, schema
+from suites import checkpoints, datasets, determinism, memory, problems, provenance, schema
 from suites.planning import Cell
 from suites.store import Run
 
@@ -119,6 +119,7 @@ def _identity(run: Run, cell: Cell, concurrency: int) -> dict[str, Any]:
         **provenance.cell_provenance(cell.device),
         "concurrency": concurrency,
         "host_sync": spec.host_synchronises(cell.hp),
+        "deterministic": cell.device == "cpu",  # replaced at the cell's start (determinism.enforce)
         "resumed_from": 0,
         **schema.hp_columns(cell.hp),
     }
@@ -151,6 +152,7 @@ def train_cell(
     base = _identity(run, cell, concurrency)
     tb: str | None = None
     try:
+        base["deterministic"] = determinism.enforce(cell.backend, cell.device, cell.deterministic)
         with memory.PeakMemory(cell.backend, cell.device) as peak:
             rows = _train(cell, base, progress, checkpoint)
         if any(r["status"] != "skipped" for r in rows):  # a skipped cell allocated nothing of its own

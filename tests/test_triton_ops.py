@@ -171,3 +171,41 @@ def test_triton_backend_matches_reference(case):
     interpreter on the CPU in float64) against the reference after each of 7 steps, with
     test_parity's tolerances, exact discrete weights and flips, and threshold margins."""
     test_parity.test_backend_matches_reference("triton", case)
+
+
+class _Recording:
+    """A kernel stand-in: records the arguments of every launch, then launches."""
+
+    def __init__(self, kernel, calls: list):
+        self.kernel, self.calls = kernel, calls
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append(args)
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def test_no_python_float_reaches_a_kernel(monkeypatch):
+    """Triton types a Python float argument as float32 (on a GPU; the interpreter keeps
+    float64, so only this check can fail here): every float parameter must reach the
+    kernels as a tensor of the data's dtype, or a float64 run is not float64. Checked on
+    both ops in float64, with an α that float32 cannot hold."""
+    calls: list = []
+    for name in ("_ema_and_wrong_max", "_apply_rule", "_emsa_dense_grad_kernel"):
+        monkeypatch.setattr(triton_ops, name, _Recording(getattr(triton_ops, name), calls))
+    g = torch.Generator().manual_seed(0)
+    m_bar, m = (torch.randn(3000, generator=g, dtype=torch.float64) for _ in range(2))
+    w = torch.sign(torch.randn(3000, generator=g, dtype=torch.float64))
+    alpha = 0.9990000123456789  # 1 - α differs in float32 by ~6e-8
+    got = triton_ops.dmsa_update(m_bar, m, w, alpha=alpha, one_minus_alpha=1 - alpha, rho=0.25, levels=3, lam=1e-7)
+    want = torch_ops.dmsa_update(m_bar, m, w, alpha=alpha, one_minus_alpha=1 - alpha, rho=0.25, levels=3, lam=1e-7)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-15, atol=0)
+    stack = [torch.randn(s, generator=g, dtype=torch.float64) for s in [(2, 3, 3), (2, 3)] + [(2, 4, 3)] * 4]
+    triton_ops.emsa_dense_grad(*stack, delta=0.25, rho=1.0, reg=1e-3)
+    assert len(calls) == 3
+    floats = [(i, a) for args in calls for i, a in enumerate(args) if isinstance(a, float)]
+    assert not floats, f"Python floats passed to kernels: {floats}"
+    for args in calls:  # every tensor argument is float64 or an integer/bool buffer
+        assert all(a.dtype in (torch.float64, torch.int32, torch.int64) for a in args if isinstance(a, torch.Tensor))

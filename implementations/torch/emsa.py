@@ -137,6 +137,7 @@ def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: 
     evaluate = closed_form(layer)
     fused = kernels.emsa_dense_grad if kernels is not None and isinstance(layer, spec.ResDense) else None
     kw = {"delta": layer.delta, "rho": rho, "reg": hp.reg}
+    n_w = w[0].numel()
 
     def grads():
         return fused(w, b, *stored, **kw) if fused is not None else evaluate(w, b, *stored, **kw)[1:]
@@ -151,7 +152,6 @@ def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: 
             w.grad, b.grad = grads()
             opt.step()
     elif hp.inner == "lbfgs-device":
-        n_w = w[0].numel()
 
         def negated(flat, stored=stored):  # (L', n) -> (-H̃, -∇H̃) of the layers given
             value, gw, gb = evaluate(flat[:, :n_w].reshape(-1, *w.shape[1:]), flat[:, n_w:], *stored, **kw)
@@ -159,15 +159,20 @@ def maximise_stack(kernels, layer, thetas, xs, ps, first: int, count: int, rho: 
 
         flat = device_lbfgs.minimise(negated, torch.cat([w.flatten(1), b], dim=1), hp.inner_steps)
         w, b = flat[:, :n_w].reshape(w.shape), flat[:, n_w:]
-    elif hp.inner == "lbfgs":
+    elif hp.inner == "lbfgs":  # SciPy on the host, layer after layer, from the closed form
         solved = []
         for i in range(count):
             one = [v[i : i + 1] for v in stored]
 
-            def h(theta, one=one):
-                return evaluate(theta[0][None], theta[1][None], *one, **kw)[0][0]
+            def value_and_grad(vec, one=one):
+                flat = torch.as_tensor(vec, dtype=w.dtype, device=w.device)
+                value, gw, gb = evaluate(flat[:n_w].reshape(1, *w.shape[1:]), flat[None, n_w:], *one, **kw)
+                return value.item(), torch.cat([gw.reshape(-1), gb.reshape(-1)]).double().cpu().numpy()
 
-            solved.append(maximise(h, (w[i], b[i]), "lbfgs", hp.inner_steps, hp.inner_lr))
+            start = torch.cat([w[i].reshape(-1), b[i]]).double().cpu().numpy()
+            flat = torch.as_tensor(solvers.lbfgs_maximise(value_and_grad, start, hp.inner_steps), dtype=w.dtype)
+            flat = flat.to(w.device)
+            solved.append((flat[:n_w].reshape(w.shape[1:]), flat[n_w:]))
         return solved
     else:
         raise ValueError(f"the closed-form E-MSA path runs gd, adam, lbfgs and lbfgs-device, not {hp.inner!r}")

@@ -17,7 +17,10 @@ two passes over memory, the fewest the reduction allows (ρ_k needs the max of |
 
 The per-block partials (one float and two ints per 1,024 entries) are reduced by torch on
 the device; ``flips`` is a 0-d int64 tensor, as torch's op returns. W keeps its dtype
-(float32, float64 or int8: the rule only compares and selects).
+(float32, float64 or int8: the rule only compares and selects). Every float parameter
+reaches a kernel as a device tensor of the data's dtype (``scalars``), never as a Python
+float, which Triton would type float32. The reductions (per-block max and counts, then
+torch's over the blocks) have a fixed order, so the ops are run-to-run deterministic.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ import triton.language as tl
 BLOCK = 1024
 
 
+def scalars(like: torch.Tensor, *values: float) -> torch.Tensor:
+    """The kernels' float parameters (α, 1 - α, λ, δ, ρ, reg) as one device tensor in
+    ``like``'s dtype, which the kernels load: Triton types a Python float argument as
+    float32, so a float64 run would compute with rounded parameters. ``torch.full`` writes
+    each value on the device from a kernel argument (a double): no host-to-device copy, no
+    synchronisation."""
+    return torch.stack([torch.full((), v, dtype=like.dtype, device=like.device) for v in values])
+
+
 @triton.jit
 def _ema_and_wrong_max(
     m_bar_ptr,
@@ -38,12 +50,13 @@ def _ema_and_wrong_max(
     max_ptr,
     count_ptr,
     n,
-    alpha,
-    one_minus_alpha,
+    weights_ptr,
     TERNARY: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    alpha = tl.load(weights_ptr)
+    one_minus_alpha = tl.load(weights_ptr + 1)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     m_bar = tl.load(m_bar_ptr + offs, mask=mask, other=0.0)
@@ -70,11 +83,12 @@ def _apply_rule(
     flips_ptr,
     nonzero_ptr,
     n,
-    lam,
+    lam_ptr,
     TERNARY: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    lam = tl.load(lam_ptr)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     m = tl.load(m_bar_ptr + offs, mask=mask, other=0.0)
@@ -110,15 +124,15 @@ def dmsa_update_with_nonzero(m_bar, m, w, *, alpha: float, one_minus_alpha: floa
     block_max = torch.empty(blocks, dtype=m_bar.dtype, device=dev)
     block_wrong = torch.empty(blocks, dtype=torch.int32, device=dev)
     ternary = levels == 3
-    _ema_and_wrong_max[(blocks,)](
-        m_bar, m, w, m_new, block_max, block_wrong, n, alpha, one_minus_alpha, TERNARY=ternary, BLOCK=BLOCK
-    )
+    weights = scalars(m_bar, alpha, one_minus_alpha)
+    _ema_and_wrong_max[(blocks,)](m_bar, m, w, m_new, block_max, block_wrong, n, weights, TERNARY=ternary, BLOCK=BLOCK)
     rho_k = (rho * block_max.max()).reshape(1)
     any_wrong = (block_wrong.sum() > 0).to(torch.int32).reshape(1)
     w_new = torch.empty_like(w)
     flips = torch.empty(blocks, dtype=torch.int32, device=dev)
     nonzero = torch.empty(blocks, dtype=torch.int32, device=dev)
-    _apply_rule[(blocks,)](m_new, w, w_new, rho_k, any_wrong, flips, nonzero, n, lam, TERNARY=ternary, BLOCK=BLOCK)
+    lam_t = scalars(m_bar, lam)
+    _apply_rule[(blocks,)](m_new, w, w_new, rho_k, any_wrong, flips, nonzero, n, lam_t, TERNARY=ternary, BLOCK=BLOCK)
     return m_new, w_new, flips.sum(dtype=torch.int64), nonzero.sum(dtype=torch.int64)
 
 
@@ -146,10 +160,13 @@ def _tanh(z):
 @triton.jit
 def _emsa_dense_grad_kernel(
     w_ptr, b_ptr, x_ptr, xn_ptr, p_ptr, pn_ptr, gw_ptr, gb_ptr,
-    S, D, delta, rho, reg,
+    S, D, coef_ptr,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     layer = tl.program_id(0)
+    delta = tl.load(coef_ptr)
+    rho = tl.load(coef_ptr + 1)
+    reg = tl.load(coef_ptr + 2)
     rows = tl.arange(0, BLOCK_S)
     cols = tl.arange(0, BLOCK_D)
     row_ok = rows < S
@@ -196,7 +213,7 @@ def emsa_dense_grad(w, b, x, x_next, p, p_next, *, delta: float, rho: float, reg
     w, b, x, x_next, p, p_next = (t.contiguous() for t in (w, b, x, x_next, p, p_next))
     grad_w, grad_b = torch.empty_like(w), torch.empty_like(b)
     _emsa_dense_grad_kernel[(L,)](
-        w, b, x, x_next, p, p_next, grad_w, grad_b, S, D, delta, rho, reg,
+        w, b, x, x_next, p, p_next, grad_w, grad_b, S, D, scalars(x, delta, rho, reg),
         BLOCK_S=triton.next_power_of_2(S), BLOCK_D=max(2, triton.next_power_of_2(D)),
     )  # fmt: skip
     return grad_w, grad_b

@@ -134,56 +134,67 @@ cudaError_t launch_dmsa(const T* m_bar, const T* m, const TW* w, T* m_out, TW* w
   return cudaGetLastError();
 }
 
-// E-MSA gradient of one dense residual layer per block (torch.ops.emsa_dense_grad):
-// threads stride over samples; each accumulates its rows' contributions to ∇W and ∇b in
-// shared memory (d ≤ 32).
+// E-MSA gradient of one dense residual layer per block (torch.ops.emsa_dense_grad), in two
+// phases so that every sum has a fixed order (run-to-run reproducible, unlike atomicAdd):
+// 1. threads stride over samples, each writing its sample's g = q ⊙ (1 - a²),
+//    U = ρδ(p - q - δ g Wᵀ) and ∂H̃/∂z to the scratch buffer (3 × S × D per layer);
+// 2. threads stride over the D² + D outputs, each summing its entry over the samples in
+//    order: ∇W[i, j] = Σ_s x[s, i] dz[s, j] + U[s, i] g[s, j] - reg W[i, j],
+//    ∇b[j] = Σ_s dz[s, j] - reg b[j]. d ≤ 32.
 template <typename T>
 __global__ void emsa_dense_grad_kernel(const T* w, const T* b, const T* x, const T* xn, const T* p, const T* pn,
-                                       T* gw, T* gb, int S, int D, T delta, T rho, T reg) {
+                                       T* gw, T* gb, T* scratch, int S, int D, T delta, T rho, T reg) {
   constexpr int kMaxD = 32;
   __shared__ T s_w[kMaxD * kMaxD];
-  __shared__ T s_gw[kMaxD * kMaxD];
-  __shared__ T s_gb[kMaxD];
   const int layer = blockIdx.x;
   const T* wl = w + (int64_t)layer * D * D;
-  for (int k = threadIdx.x; k < D * D; k += blockDim.x) {
-    s_w[k] = wl[k];
-    s_gw[k] = T(0);
-  }
-  for (int k = threadIdx.x; k < D; k += blockDim.x) s_gb[k] = T(0);
+  for (int k = threadIdx.x; k < D * D; k += blockDim.x) s_w[k] = wl[k];
   __syncthreads();
   const int64_t base = (int64_t)layer * S * D;
+  T* g_buf = scratch + 3 * base;
+  T* u_buf = g_buf + (int64_t)S * D;
+  T* dz_buf = u_buf + (int64_t)S * D;
   for (int s = threadIdx.x; s < S; s += blockDim.x) {
     const T* xs = x + base + (int64_t)s * D;
     const T* xns = xn + base + (int64_t)s * D;
     const T* ps = p + base + (int64_t)s * D;
     const T* qs = pn + base + (int64_t)s * D;
-    T a[kMaxD], sech2[kMaxD], g[kMaxD], u[kMaxD], dz[kMaxD];
+    T a[kMaxD], sech2[kMaxD], g[kMaxD], u[kMaxD];
     for (int j = 0; j < D; ++j) {
       T z = b[layer * D + j];
       for (int i = 0; i < D; ++i) z += xs[i] * s_w[i * D + j];
       a[j] = tanh(z);
       sech2[j] = T(1) - a[j] * a[j];
       g[j] = qs[j] * sech2[j];
+      g_buf[(int64_t)s * D + j] = g[j];
     }
     for (int i = 0; i < D; ++i) {  // U = ρ δ (p - q - δ g Wᵀ)
       T gwt = T(0);
       for (int j = 0; j < D; ++j) gwt += g[j] * s_w[i * D + j];
       u[i] = rho * delta * (ps[i] - qs[i] - delta * gwt);
+      u_buf[(int64_t)s * D + i] = u[i];
     }
     for (int j = 0; j < D; ++j) {
       T v = T(0);  // (U W)[j]
       for (int i = 0; i < D; ++i) v += u[i] * s_w[i * D + j];
       const T r1 = xns[j] - (xs[j] + delta * a[j]);
-      dz[j] = delta * (qs[j] + rho * r1) * sech2[j] - T(2) * v * qs[j] * a[j] * sech2[j];
-      atomicAdd(&s_gb[j], dz[j]);
+      dz_buf[(int64_t)s * D + j] = delta * (qs[j] + rho * r1) * sech2[j] - T(2) * v * qs[j] * a[j] * sech2[j];
     }
-    for (int i = 0; i < D; ++i)
-      for (int j = 0; j < D; ++j) atomicAdd(&s_gw[i * D + j], xs[i] * dz[j] + u[i] * g[j]);
   }
   __syncthreads();
-  for (int k = threadIdx.x; k < D * D; k += blockDim.x) gw[(int64_t)layer * D * D + k] = s_gw[k] - reg * s_w[k];
-  for (int k = threadIdx.x; k < D; k += blockDim.x) gb[layer * D + k] = s_gb[k] - reg * b[layer * D + k];
+  for (int k = threadIdx.x; k < D * D + D; k += blockDim.x) {
+    T acc = T(0);
+    if (k < D * D) {
+      const int i = k / D, j = k % D;
+      for (int s = 0; s < S; ++s)
+        acc += x[base + (int64_t)s * D + i] * dz_buf[(int64_t)s * D + j] + u_buf[(int64_t)s * D + i] * g_buf[(int64_t)s * D + j];
+      gw[(int64_t)layer * D * D + k] = acc - reg * s_w[k];
+    } else {
+      const int j = k - D * D;
+      for (int s = 0; s < S; ++s) acc += dz_buf[(int64_t)s * D + j];
+      gb[layer * D + j] = acc - reg * b[layer * D + j];
+    }
+  }
 }
 
 }  // namespace
@@ -197,11 +208,12 @@ __global__ void emsa_dense_grad_kernel(const T* w, const T* b, const T* x, const
                               alpha, one_minus_alpha, rho, lam, levels, stream);                                  \
   }
 
-#define MSABENCH_EMSA_LAUNCHER(NAME, T)                                                                          \
-  cudaError_t NAME(const T* w, const T* b, const T* x, const T* xn, const T* p, const T* pn, T* gw, T* gb, int L, \
-                   int S, int D, double delta, double rho, double reg, cudaStream_t stream) {                     \
-    emsa_dense_grad_kernel<T><<<L, 128, 0, stream>>>(w, b, x, xn, p, pn, gw, gb, S, D, T(delta), T(rho), T(reg)); \
-    return cudaGetLastError();                                                                                    \
+#define MSABENCH_EMSA_LAUNCHER(NAME, T)                                                                         \
+  cudaError_t NAME(const T* w, const T* b, const T* x, const T* xn, const T* p, const T* pn, T* gw, T* gb,      \
+                   T* scratch, int L, int S, int D, double delta, double rho, double reg, cudaStream_t stream) { \
+    emsa_dense_grad_kernel<T><<<L, 128, 0, stream>>>(w, b, x, xn, p, pn, gw, gb, scratch, S, D, T(delta),      \
+                                                     T(rho), T(reg));                                            \
+    return cudaGetLastError();                                                                                   \
   }
 
 extern "C" {
