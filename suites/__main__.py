@@ -10,6 +10,7 @@
     msabench tune [--suite NAME] [--backend B] ...        (see suites/tune.py)
     msabench summary [RESULTS.parquet | --suite NAME] ... (see reports/summary.py)
     msabench compare [BASE NEW] [--suite NAME] [--fail-on-regression] ... (see suites/compare.py)
+    msabench gpu-check --out DIR [--dry-run] [--budget S] [--wheels DIR] [--data-dir DIR] (see suites/gpucheck.py)
 
 ``run`` checks every input before it creates anything; bad input prints one line
 ``msabench: error: ...`` on stderr and exits 2. On success the run file's path is the last
@@ -337,7 +338,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> Parser:
     from reports import summary
-    from suites import compare, tune
+    from suites import compare, gpucheck, tune
 
     parser = Parser(prog=PROG, description="MSA training algorithms benchmark")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -351,6 +352,7 @@ def build_parser() -> Parser:
     tune.add_arguments(sub.add_parser("tune", help="tune the baselines' learning rates -> suites/tuned.json"))
     summary.add_arguments(sub.add_parser("summary", help="Markdown summary of a run"))
     compare.add_arguments(sub.add_parser("compare", help="what got worse between two runs (BASE NEW)"))
+    gpucheck.add_arguments(sub.add_parser("gpu-check", help="the one prepared device check (see suites/gpucheck.py)"))
     return parser
 
 
@@ -383,6 +385,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from suites import compare
 
         return compare.run_from_args(args)
+    if args.command == "gpu-check":
+        from suites import gpucheck
+
+        return gpucheck.run(args)
     from reports import summary
 
     return summary.run_from_args(args)

@@ -283,6 +283,48 @@ def _kernels() -> Suite:
     )
 
 
+#: the device check's budgets: a few minutes for the whole suite on one GPU (gpu-check)
+GPU_CHECK_STEPS = 100
+GPU_CHECK_MSA_STEPS = 30
+
+
+def _gpu() -> Suite:
+    """The device check's suite (``msabench gpu-check``): every embedded problem with each
+    algorithm family that runs on it, on every backend that runs on CUDA (the kernel
+    backends run their algorithms: binary/ternary MSA, and E-MSA with the adam inner solver
+    on the sine stack), one seed, short budgets: step times per problem and backend, not
+    accuracies. E-MSA keeps both solvers: the host-driven L-BFGS-B and the device one."""
+    binary = spec.DMSA(levels=2, rho=0.5, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS, numerics=PAPER_DMSA_NUMERICS)
+    ternary = spec.DMSA(levels=3, rho=0.25, alpha_decay_steps=PAPER_MNIST_EPOCH_STEPS, numerics=PAPER_DMSA_NUMERICS)
+    sine_emsa = spec.EMSA(rho=1.0, reg=JMLR_REG, perturb_init=JMLR_SINE_PERTURB)
+    n, msa = GPU_CHECK_STEPS, GPU_CHECK_MSA_STEPS
+    entries = [
+        _entry("sine-resnet", "adam", spec.Adam(lr=SINE_ADAM_LR, reg=JMLR_REG), n),
+        _entry("sine-resnet", "emsa", sine_emsa, msa),
+        _entry("sine-resnet", "emsa-device", dataclasses.replace(sine_emsa, inner="lbfgs-device"), msa),
+        _entry("sine-resnet", "emsa-adam", spec.EMSA(rho=1.0, inner="adam", inner_lr=0.01, reg=JMLR_REG), msa),
+        _entry("sine-resnet", "ddpnopt", spec.DDPNOpt(lr=SINE_RMSPROP_LR, weight_decay=JMLR_REG), n),
+        _entry("sine-resnet-zero", "emsa-device", dataclasses.replace(sine_emsa, inner="lbfgs-device"), msa),
+        _entry("digits-mlp", "rmsprop", spec.RMSprop(lr=MLP_RMSPROP_LR), n),
+        _entry("digits-mlp", "ddpnopt", spec.DDPNOpt(lr=MLP_RMSPROP_LR), n),
+        _entry("mnist5k-mlp", "adam", spec.Adam(lr=MLP_ADAM_LR), n),
+        _entry("mnist5k-mlp-binary", "dmsa-binary", binary, n),
+        _entry("mnist5k-mlp-binary", "bc", spec.STE(kind="bc"), n),
+        _entry("mnist5k-mlp-ternary", "dmsa-ternary", ternary, n),
+        _entry("mnist5k-mlp-ternary", "twn", spec.STE(kind="twn"), n),
+        _entry("mnist5k-rescnn", "adam", spec.Adam(lr=RESCNN_ADAM_LR, reg=JMLR_REG), n),
+        _entry("mnist5k-rescnn", "emsa-device", spec.EMSA(rho=0.03, inner="lbfgs-device", reg=JMLR_REG), msa),
+        _entry("mnist5k-rescnn", "ddpnopt", spec.DDPNOpt(lr=RESCNN_RMSPROP_LR, weight_decay=JMLR_REG), n),
+    ]
+    return Suite(
+        "gpu",
+        tuple(entries),
+        backends=("torch", "jax", "triton", "cuda"),
+        seeds=(0,),
+        description="the device check: every embedded problem on every CUDA backend, short budgets (gpu-check)",
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # The papers' suites: their data sets (see suites/datasets.py), budgets in epochs
 # ---------------------------------------------------------------------------------------
@@ -477,6 +519,7 @@ UNTUNED: dict[str, Suite] = {
         _repro_sparsity(),
         _repro_jmlr_zero(),
         _ddpnopt(),
+        _gpu(),
     )
 }
 
