@@ -353,11 +353,12 @@ def _seconds_to_target(data: Data, problem: str, label: str, backend: str) -> fl
     return None if reached is None else reached[1]
 
 
-def emsa_not_competitive_in_wall_clock(data: Data, backend: str) -> Verdict:
-    threshold = "some baseline reaches the problem's target in fewer timed seconds than E-MSA (median over seeds)"
+def _wall_clock_race(data: Data, backend: str, label: str, holds, threshold: str) -> Verdict:
+    """E-MSA's ``label`` against the fastest baseline in timed seconds to each problem's
+    target; ``holds(mine, best)`` judges a problem; a problem nobody reached is not judged."""
     parts, outcomes = [], {}
     for problem in EMSA_PROBLEMS:
-        mine = _seconds_to_target(data, problem, "emsa", backend)
+        mine = _seconds_to_target(data, problem, label, backend)
         theirs = {b: _seconds_to_target(data, problem, b, backend) for b in BASELINES}
         theirs = {b: t for b, t in theirs.items() if t is not None}
         if mine is None or not theirs:
@@ -366,13 +367,18 @@ def emsa_not_competitive_in_wall_clock(data: Data, backend: str) -> Verdict:
         if math.isinf(mine) and math.isinf(theirs[best]):  # nobody reached the target: no race to judge
             parts.append(f"{problem}: no configuration reached the target")
             continue
-        outcomes[problem] = theirs[best] < mine
-        timed = _timed(data, problem, "emsa", backend)
-        parts.append(f"{problem}: E-MSA ({timed}) {_seconds(mine)}, best baseline {best} {_seconds(theirs[best])}")
+        outcomes[problem] = holds(mine, theirs[best])
+        timed = _timed(data, problem, label, backend)
+        parts.append(f"{problem}: {label} ({timed}) {_seconds(mine)}, best baseline {best} {_seconds(theirs[best])}")
     if not outcomes:
-        why = "; ".join(parts) or f"needs emsa and a baseline on one of {', '.join(EMSA_PROBLEMS)}"
+        why = "; ".join(parts) or f"needs {label} and a baseline on one of {', '.join(EMSA_PROBLEMS)}"
         return Verdict(NOT_MEASURED, why, threshold)
     return _judged(outcomes, "; ".join(parts), threshold)
+
+
+def emsa_not_competitive_in_wall_clock(data: Data, backend: str) -> Verdict:
+    threshold = "some baseline reaches the problem's target in fewer timed seconds than E-MSA (median over seeds)"
+    return _wall_clock_race(data, backend, "emsa", lambda mine, best: best < mine, threshold)
 
 
 def _timed(data: Data, problem: str, label: str, backend: str) -> str:
@@ -397,26 +403,9 @@ def emsa_device_competitive_in_wall_clock(data: Data, backend: str) -> Verdict:
         f"E-MSA with the device solver reaches the problem's target in ≤ {COMPETITIVE_FACTOR:g} × the fastest "
         "baseline's timed seconds (median over seeds); a problem nobody reached is not judged"
     )
-    parts, outcomes = [], {}
-    for problem in EMSA_PROBLEMS:
-        mine = _seconds_to_target(data, problem, "emsa-device", backend)
-        theirs = {b: _seconds_to_target(data, problem, b, backend) for b in BASELINES}
-        theirs = {b: t for b, t in theirs.items() if t is not None}
-        if mine is None or not theirs:
-            continue
-        best = min(theirs, key=theirs.get)
-        if math.isinf(mine) and math.isinf(theirs[best]):
-            parts.append(f"{problem}: no configuration reached the target")
-            continue
-        outcomes[problem] = mine <= COMPETITIVE_FACTOR * theirs[best]
-        timed = _timed(data, problem, "emsa-device", backend)
-        parts.append(
-            f"{problem}: E-MSA (device, {timed}) {_seconds(mine)}, best baseline {best} {_seconds(theirs[best])}"
-        )
-    if not outcomes:
-        why = "; ".join(parts) or f"needs emsa-device and a baseline on one of {', '.join(EMSA_PROBLEMS)}"
-        return Verdict(NOT_MEASURED, why, threshold)
-    return _judged(outcomes, "; ".join(parts), threshold)
+    return _wall_clock_race(
+        data, backend, "emsa-device", lambda mine, best: mine <= COMPETITIVE_FACTOR * best, threshold
+    )
 
 
 def _seconds(t: float) -> str:
