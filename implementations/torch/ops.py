@@ -101,20 +101,28 @@ def dmsa_update(m_bar, m, w, *, alpha: float, one_minus_alpha: float, rho: float
 
     Returns ``(M̄', W', flips)`` with ``flips`` a 0-d int64 tensor (entries of W changed).
     No host synchronisation: the "no wrong-signed entry" case is a ``where`` on device.
+
+    Written for few passes over memory (eager torch runs one kernel per operation, and
+    this update is what binary/ternary MSA adds to BinaryConnect's step): |M̄'| is formed
+    once; the binary rule needs no "no wrong-signed entry" case (then W = sgn(M̄')
+    already, so the rule changes nothing); the ternary thresholds are compared as
+    ``M̄' + 2ρ_k W > ρ_k + λ`` and ``M̄' + 2ρ_k W < -(ρ_k + λ)``, the same inequalities
+    moved to one side (they may round differently within an ulp of a threshold, which
+    the parity tests keep their inputs clear of).
     """
     if levels not in (2, 3):
         raise ValueError(f"levels must be 2 (binary) or 3 (ternary), not {levels}")
     m_bar = alpha * m_bar + one_minus_alpha * m
+    magnitude = m_bar.abs()
     target = sgn(m_bar) if levels == 2 else torch.sign(m_bar)
     wrong = w != target
-    rho_k = rho * torch.where(wrong, m_bar.abs(), torch.zeros_like(m_bar)).amax()
+    rho_k = rho * (magnitude * wrong).amax()
     if levels == 2:
-        w_new = torch.where(m_bar.abs() > rho_k, target, w)
+        w_new = torch.where(magnitude > rho_k, target, w)
     else:
-        up = m_bar > rho_k * (1 - 2 * w) + lam
-        down = m_bar < -rho_k * (1 + 2 * w) - lam
-        w_new = torch.where(up, 1.0, torch.where(down, -1.0, 0.0)).to(w.dtype)
-    w_new = torch.where(wrong.any(), w_new, w)
+        shifted, bound = m_bar + w * (2 * rho_k), rho_k + lam
+        w_new = torch.where(shifted > bound, 1.0, torch.where(shifted < -bound, -1.0, 0.0)).to(w.dtype)
+        w_new = torch.where(wrong.any(), w_new, w)
     return m_bar, w_new, (w_new != w).sum()
 
 
