@@ -79,7 +79,7 @@ def test_subprocess_error_contract(tmp_path):
     proc = _python_m("suites", "run", "nosuch", "--out", str(out))
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "msabench: error: unknown suite 'nosuch' (known: smoke, default, kernels, paper-icml, paper-jmlr, repro-fashion, repro-sparsity, repro-jmlr-zero, ddpnopt)"
+        "msabench: error: unknown suite 'nosuch' (known: smoke, default, kernels, paper-icml, paper-jmlr, repro-fashion, repro-sparsity, repro-jmlr-zero, ddpnopt, gpu)"
     ]
     assert proc.stdout == "" and not out.exists()
 
