@@ -68,7 +68,13 @@ def stack_value_and_grad(layer, rho: float, reg: float):
             return value, (grad_w, grad_b)
 
         return value_and_grad
-    return jax.vmap(jax.value_and_grad(layer_objective(layer, rho, reg)))
+    one = jax.value_and_grad(layer_objective(layer, rho, reg))
+
+    def per_layer(theta, *stored):  # unrolled over the (short) layer axis, as the conv form
+        outs = [one(tuple(v[i] for v in theta), *(a[i] for a in stored)) for i in range(theta[0].shape[0])]
+        return jnp.stack([v for v, _ in outs]), tuple(jnp.stack(g) for g in zip(*(g for _, g in outs)))
+
+    return per_layer
 
 
 def maximise_in_graph(value_and_grad, theta: tuple, inner: str, steps: int, lr: float) -> tuple:
