@@ -656,7 +656,7 @@ CLAIMS = (
         "JMLR 2018, Fig. 1b",
         "fig-loss-step",
         emsa_escapes_zero_init,
-        ("emsa", *BASELINES),
+        ("emsa",),  # judged at E-MSA's last step: the baselines' longer runs are not its budget
         jmlr_fig1b_budget,
     ),
     Claim(

@@ -19,6 +19,10 @@ of every trainer built.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +31,36 @@ import pytest
 
 import implementations
 from suites import grids
+
+
+# One persistent XLA compilation cache for the whole test session, shared by the
+# pytest-xdist workers and every process the tests start (they inherit the environment):
+# the parity, checkpoint and jax tests build the same jitted steps again and again (three
+# trainers per checkpoint case), and a cache hit skips XLA's compile, which was most of
+# those tests' time. The session that creates the folder removes it at the end, so each
+# test session starts cold and a cache never outlives the jax that wrote it. Tests that
+# count compilations count cache loads too (``tests/test_jax.py``'s ``CompileCounter``).
+def _session_compilation_cache() -> str | None:
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a worker of this session, or the user's own
+        return None
+    folder = tempfile.mkdtemp(prefix="msabench-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the default, 1 s, skips most
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    if "jax" in sys.modules:  # imported before this file (a plugin): its config read the env already
+        jax = sys.modules["jax"]
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+_CREATED_CACHE = _session_compilation_cache()
+
+
+def pytest_unconfigure(config):
+    if _CREATED_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
 
 
 class Scalar:

@@ -175,3 +175,27 @@ def test_the_report_shows_the_budget_and_the_side_by_side(tmp_path):
     assert '<tr class="does-not-hold">' in html  # the colouring keys on the verdict's kind
     sparsity, speed = md.index("## Sparsity"), md.index("## Speed")
     assert "| authors' epoch |" in md[sparsity:speed]
+
+
+def test_the_zero_init_claim_counts_the_steps_it_was_judged_at():
+    """E-MSA (200 steps) is judged against the gradient methods at its own last step, so its
+    budget is 200 of the paper's 10,000 iterations, not the gradient methods' 1,000."""
+    zero = "sine-resnet-zero"
+    labels = {"emsa": "emsa", "sgd": "sgd", "adam": "adam"}
+
+    def cells(label: str, steps: list[int], loss: float) -> list[dict]:
+        rows = _rows(zero, "twn", steps, 1.0)
+        return [
+            {**r, "label": label, "algorithm": label, "cell_id": f"{label}.s{r['seed']}", "test_loss": loss}
+            for r in rows
+        ]
+
+    rows = (
+        cells("emsa", [0, 100, 200], 0.003) + cells("sgd", [0, 200, 1000], 0.28) + cells("adam", [0, 200, 1000], 0.48)
+    )
+    df = schema.frame(rows)
+    claim = (
+        claims.evaluate(df, report_tables.facts_of(df["problem"], labels)).set_index("id").loc["emsa-escapes-zero-init"]
+    )
+    assert claim["verdict"] == "holds at 200 of 10,000 iterations"
+    assert claim["budget"].startswith(f"{zero}: ours 200 iterations")

@@ -88,9 +88,12 @@ def test_float32_error_at_most_twice_torchs(case: Case):
 
 
 class CompileCounter:
-    """Counts XLA backend compilations while active (JAX's monitoring event)."""
+    """Counts compilations while active (JAX's monitoring event): jax records it for an XLA
+    compile and for a load from the persistent compilation cache alike, which the test
+    session turns on (``tests/conftest.py``)."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
+    CACHE_LOAD = "/jax/compilation_cache/cache_retrieval_time_sec"
 
     def __init__(self):
         self.count = 0
@@ -123,6 +126,22 @@ def test_compile_counter_sees_a_compilation():
     with CompileCounter() as second:
         f(v).block_until_ready()
     assert (first.count, second.count) == (1, 0)
+
+
+def test_compile_counter_sees_a_load_from_the_compilation_cache():
+    """A second jitted function with the same computation misses jit's own cache and is
+    loaded from the session's persistent cache: that counts as a compilation too."""
+    import jax
+    import jax.numpy as jnp
+
+    v = jnp.ones(5).block_until_ready()
+    jax.jit(lambda v: jnp.cos(v) * 2.0 + 0.654321)(v).block_until_ready()  # compiled and cached
+    loads = []
+    jax.monitoring.register_event_duration_secs_listener(lambda event, duration, **kw: loads.append(event))
+    with CompileCounter() as again:
+        jax.jit(lambda v: jnp.cos(v) * 2.0 + 0.654321)(v).block_until_ready()
+    assert again.count == 1
+    assert CompileCounter.CACHE_LOAD in loads  # the session's cache is on (tests/conftest.py) and was read
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
