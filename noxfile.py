@@ -37,7 +37,8 @@ def install(session: nox.Session) -> None:
 @nox.session(venv_params=["--system-site-packages"])
 def tests(session: nox.Session) -> None:
     """The test suite, spread over up to 4 pytest-xdist workers (``-- -n 0`` runs it in
-    one process); pytest exits 5 when it collects nothing, which fails the session."""
+    one process), without the tests marked slow (``-- -m slow`` runs only those); pytest
+    exits 5 when it collects nothing, which fails the session."""
     install(session)
     workers = str(min(os.cpu_count() or 1, 4))  # each worker imports torch and jax: ~1 GB
     session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", workers, *session.posargs)

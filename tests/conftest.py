@@ -58,6 +58,21 @@ def _session_compilation_cache() -> str | None:
 _CREATED_CACHE = _session_compilation_cache()
 
 
+# Each pytest-xdist worker gets its share of the cores for its intra-op threads, as the
+# runner gives each cell (``executors.set_threads``): with torch's, XLA's and OpenBLAS's
+# default pools of one thread per core in every worker, two workers on two cores fought
+# over them (the torch parity and checkpoint tests: 133 s against 99 s with one thread
+# each). Without xdist nothing changes.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from threadpoolctl import threadpool_limits
+
+    from suites import executors
+
+    _WORKER_THREADS = executors.worker_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    executors.set_threads(_WORKER_THREADS)
+    threadpool_limits(_WORKER_THREADS)  # the BLAS pools already loaded (NumPy's OpenBLAS)
+
+
 def pytest_unconfigure(config):
     if _CREATED_CACHE is not None and not hasattr(config, "workerinput"):
         shutil.rmtree(_CREATED_CACHE, ignore_errors=True)

@@ -39,6 +39,7 @@ def test_asv_check_discovers_every_benchmark():
     assert "No problems found" in proc.stdout
 
 
+@pytest.mark.slow  # 85 s of CI's 20 minutes; `asv check` above keeps the benchmarks importable
 def test_asv_quick_run_of_one_problem(asv_home):
     proc = _asv(
         "run",

@@ -27,14 +27,21 @@ from tests.test_parity import CASES, Case, _supported
 
 STEPS = 4  # two steps before the checkpoint, two after: the first step after a restore shows a missing piece
 BACKENDS = ("reference", "torch", "jax")
+# torch and jax in float64 repeat their float32 cases (the runs' dtype) with other
+# numbers and the same state: marked slow, left out of CI (``nox -s tests -- -m slow``)
 PAIRS = [
-    (backend, case, dtype)
+    pytest.param(
+        backend,
+        case,
+        dtype,
+        id=f"{backend}-{case.id}-{dtype}",
+        marks=[pytest.mark.slow] if backend != "reference" and dtype == "float64" else [],
+    )
     for backend in BACKENDS
     for case in CASES
     if _supported(backend, case)
     for dtype in (("float64",) if backend == "reference" else ("float64", "float32"))
 ]
-IDS = [f"{b}-{c.id}-{d}" for b, c, d in PAIRS]
 
 
 def _make(backend: str, case: Case, dtype: str):
@@ -64,7 +71,7 @@ def _assert_same_state(straight: dict, resumed: dict, where: str) -> None:
         assert np.array_equal(a, b), f"{where}: {key}: max |diff| {np.max(np.abs(a.astype(float) - b.astype(float)))}"
 
 
-@pytest.mark.parametrize(("backend", "case", "dtype"), PAIRS, ids=IDS)
+@pytest.mark.parametrize(("backend", "case", "dtype"), PAIRS)
 def test_restore_continues_exactly(backend: str, case: Case, dtype: str, tmp_path: Path) -> None:
     problem, half = case.problem, STEPS // 2
     batches = tiny.first_batches(problem, STEPS)

@@ -162,6 +162,7 @@ def test_list_into_a_closed_pipe_stops_without_a_traceback():
     assert proc.returncode == 1 and "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
 
 
+@pytest.mark.slow  # CI runs the smoke suite whole from the installed wheel (`nox -s wheel`)
 def test_smoke_suite_end_to_end(tmp_path):
     # two worker processes: halves the wall time on two cores and covers the process pool
     proc = _python_m("suites", "run", "smoke", "--out", str(tmp_path), "--quiet", "--jobs", "2", timeout=300)

@@ -1,7 +1,7 @@
 """``msabench gpu-check``: the prepared device check, rehearsed on the CPU (``--dry-run``)
 as CI must keep it working, its deadlines, and its refusals.
 
-The full dry run takes one to three minutes here: it is the rehearsal the issue asks CI to
+The full dry run takes about two minutes here: it is the rehearsal the issue asks CI to
 keep, so it runs whole, once."""
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def test_dry_run_writes_the_summary_and_the_run_files(tmp_path):
         assert phase in text, phase
     assert "skipped" in (out / "tests.txt").read_text()  # the GPU tests say why they did not run
     df, meta = schema.read_results(out / "gpu.parquet")
-    assert meta["suite"] == "gpu" and set(df["backend"]) == {"torch", "jax", "triton", "cuda"}
+    assert meta["suite"] == "gpu" and set(df["backend"]) == {"torch", "triton", "cuda"}  # jax: not in a dry run
     trained = df[df["status"] == "ok"]
-    assert set(trained["backend"]) == {"torch", "jax"} and trained["deterministic"].all()  # CPU cells
+    assert set(trained["backend"]) == {"torch"} and trained["deterministic"].all()  # CPU cells
     assert set(df.loc[df["backend"].isin(["triton", "cuda"]), "status"]) == {"skipped"}
     problems = {"sine-resnet", "sine-resnet-zero", "digits-mlp", "mnist5k-mlp", "mnist5k-rescnn"}
     assert problems <= set(trained["problem"])

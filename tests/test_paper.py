@@ -254,6 +254,7 @@ def _run(tmp_path: Path, *args: str) -> pd.DataFrame:
     return pd.read_parquet(max((out / "paper-jmlr").glob("*.parquet")))
 
 
+@pytest.mark.slow  # CI keeps the E-MSA steps below on the same data and net
 @needs_fashion
 def test_a_shortened_paper_jmlr_cell_learns_fashion_mnist(tmp_path: Path) -> None:
     """Adam, the paper's residual CNN, 0.4 epoch (220 steps of 100) on the full data set.
