@@ -267,6 +267,14 @@ class LocalPool:
                 w.join(KILL_JOIN_S)
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+        # Before Python 3.12, the interpreter's exit wakes each pool's manager thread through
+        # a pipe that thread may be closing at that very moment, and prints "Exception
+        # ignored ... Bad file descriptor" (seen once in CI after a Ctrl-C). With the workers
+        # dead, the manager thread ends at once: joining it here closes the pipe before exit.
+        for pool in pools:
+            manager = getattr(pool, "_executor_manager_thread", None)  # private, as _processes
+            if manager is not None and manager is not threading.current_thread():
+                manager.join(KILL_JOIN_S)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -254,7 +254,7 @@ def _run(tmp_path: Path, *args: str) -> pd.DataFrame:
     return pd.read_parquet(max((out / "paper-jmlr").glob("*.parquet")))
 
 
-@pytest.mark.slow  # CI keeps the E-MSA steps below on the same data and net
+@pytest.mark.slow  # with the one below, 2½ of CI's 20 minutes; CI keeps the data test above
 @needs_fashion
 def test_a_shortened_paper_jmlr_cell_learns_fashion_mnist(tmp_path: Path) -> None:
     """Adam, the paper's residual CNN, 0.4 epoch (220 steps of 100) on the full data set.
@@ -268,6 +268,7 @@ def test_a_shortened_paper_jmlr_cell_learns_fashion_mnist(tmp_path: Path) -> Non
     assert last["test_acc"] > 0.70
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_emsa_steps_on_fashion_mnist_in_torch_and_jax(tmp_path: Path) -> None:
     """One E-MSA step (10 L-BFGS-B iterations per layer) runs in both backends and lowers
