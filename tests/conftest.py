@@ -35,7 +35,7 @@ from suites import grids
 
 # One persistent XLA compilation cache for the whole test session, shared by the
 # pytest-xdist workers and every process the tests start (they inherit the environment):
-# the parity, checkpoint and jax tests build the same jitted steps again and again (three
+# the parity, checkpoint and jax tests build the same jitted steps again and again (two
 # trainers per checkpoint case), and a cache hit skips XLA's compile, which was most of
 # those tests' time. The session that creates the folder removes it at the end, so each
 # test session starts cold and a cache never outlives the jax that wrote it. Tests that

@@ -119,13 +119,11 @@ def test_restore_in_a_fresh_process(case_id: str, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     case = next(c for c in CASES if c.id == case_id)
     batches = tiny.first_batches(case.problem, STEPS)
-    trainer = _make("torch", case, "float32")
-    state, _ = _train(trainer, trainer.init(case.problem.init_params(0)), batches)
+    trainer = _make("torch", case, "float32")  # the straight run, saved halfway
+    state, _ = _train(trainer, trainer.init(case.problem.init_params(0)), batches[: STEPS // 2])
+    _saved(trainer, state, tmp_path / "half.npz")
+    state, _ = _train(trainer, state, batches[STEPS // 2 :])
     straight = trainer.state_arrays(state)
-
-    first = _make("torch", case, "float32")
-    state, _ = _train(first, first.init(case.problem.init_params(0)), batches[: STEPS // 2])
-    _saved(first, state, tmp_path / "half.npz")
     root = Path(__file__).resolve().parents[1]
     subprocess.run(
         [sys.executable, "-c", _FRESH_PROCESS, case_id, str(tmp_path / "half.npz"), str(tmp_path / "out.npz")],
